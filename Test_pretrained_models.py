@@ -1,0 +1,111 @@
+"""Evaluate saved checkpoints: the authors' released net.pth files (as their README's commands) or any of ours.
+
+    python Test_pretrained_models.py --dataset cub200 --source $datapath/cub200 \
+        --arch resnet50_normalize_frozen_double --embed_dim 128 --PSD --OBDP
+    python Test_pretrained_models.py --dataset cub200 --source $datapath/cub200 --checkpoint run/best_nmi.pth
+"""
+import json
+import logging
+import os
+import sys
+
+import torch
+
+import architectures
+import datasets
+import evaluation
+import parameters
+from utilities.checkpoint import load_checkpoint_into, read_checkpoint
+from utilities.errors import UserError, exit_with
+from utilities.files import atomic_write_json
+from utilities.logs import setup_logging
+from utilities.runtime import select_device
+
+logger = logging.getLogger('Test_pretrained_models')
+AUTHORS_MODELS = 'https://www.dropbox.com/sh/zjnzv5v5m68v6e8/AABP3TFV6YnaKGC3azFCTmSWa?dl=0'
+
+
+def build_parser():
+    parser = parameters.build_parser(prog='Test_pretrained_models.py')
+    group = parser.add_argument_group('checkpoints to evaluate')
+    group.add_argument('--checkpoint', default=None, help='Evaluate this one checkpoint (ours or the authors\').')
+    group.add_argument('--checkpoint_root', default='Training_Results',
+                       help='Where the authors\' Recall/ and NMI/ folders were unpacked.')
+    group.add_argument('--out', default=None, help='Also write the results to this JSON file.')
+    return parser
+
+
+def released_checkpoints(root, dataset, psd, obdp, embed_dim):
+    """{'Recall': path, 'NMI': path} of the authors' models for a setting, as their Test_pretrained_models.py."""
+    if not psd:
+        raise UserError('the authors released PSD and OBD-SD models: pass --PSD (and --OBDP), '
+                        'or evaluate one file with --checkpoint FILE')
+    setting = f'OBDSD_d{128 if embed_dim == 128 else 512}' if obdp else 'PSD'
+    return {kind: os.path.join(root, kind, setting, dataset, 'net.pth') for kind in ('Recall', 'NMI')}
+
+
+def checked_paths(paths):
+    for path in paths.values():
+        if not os.path.isfile(path):
+            raise UserError(f'no checkpoint at {path}; download the authors\' models from {AUTHORS_MODELS} and '
+                            f'unpack their Recall/ and NMI/ folders into --checkpoint_root, or pass --checkpoint FILE')
+    return paths
+
+
+def network_for(path, opt, explicit):
+    """The network a checkpoint needs: our checkpoints say their arch and embed_dim unless flags set them."""
+    checkpoint = read_checkpoint(path)
+    config = checkpoint.get('config', {}) if isinstance(checkpoint, dict) else {}
+    arch = opt.arch if 'arch' in explicit or 'arch' not in config else config['arch']
+    embed_dim = opt.embed_dim if 'embed_dim' in explicit or 'embed_dim' not in config else config['embed_dim']
+    model = architectures.build(arch, embed_dim, pretrained=False)
+    load_checkpoint_into(model, checkpoint, path)
+    return model
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    opt = parameters.parse_args(argv, parser)
+    explicit = parameters.explicit_flags(parser, argv)
+    setup_logging()
+    metric_names = list(opt.evaluation_metrics)
+    if opt.checkpoint:
+        paths = {'checkpoint': opt.checkpoint}
+    else:
+        paths = checked_paths(released_checkpoints(opt.checkpoint_root, opt.dataset, opt.PSD, opt.OBDP, opt.embed_dim))
+        metric_names += [name for name in ('e_recall@1', 'nmi') if name not in metric_names]
+    models = {kind: network_for(path, opt, explicit) for kind, path in paths.items()}
+
+    device = select_device(opt.gpu)
+    test_set = datasets.select(opt)['testing']
+    loader = torch.utils.data.DataLoader(test_set, batch_size=opt.bs, shuffle=False, num_workers=opt.kernels,
+                                         pin_memory=device.type == 'cuda')
+    results = {}
+    for kind, model in models.items():
+        logger.info('evaluating %s (%s) on %d test images', kind, paths[kind], len(test_set))
+        features, labels = evaluation.extract_embeddings(model.to(device), loader, device)
+        results[kind] = {'checkpoint': paths[kind], 'arch': model.arch, 'embed_dim': model.embed_dim,
+                         'metrics': evaluation.compute_metrics(features, labels, metric_names,
+                                                               use_gpu=opt.evaluate_on_gpu, seed=opt.seed)}
+    print_results(results, metric_names)
+    if opt.out:
+        atomic_write_json(opt.out, {'dataset': opt.dataset, 'results': results})
+    return 0
+
+
+def print_results(results, metric_names):
+    if 'Recall' in results:
+        print(f'Recall@1: {results["Recall"]["metrics"]["e_recall@1"]:.4f}')
+        print(f'NMI: {results["NMI"]["metrics"]["nmi"]:.4f}')
+    width = max(len(name) for name in metric_names) + 2
+    print(''.ljust(width) + ''.join(kind.rjust(12) for kind in results))
+    for name in metric_names:
+        print(name.ljust(width) + ''.join(f'{result["metrics"][name]:12.4f}' for result in results.values()))
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except UserError as error:
+        exit_with(error)

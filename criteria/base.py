@@ -1,0 +1,35 @@
+"""What every criterion shares: the call signature, teacher use, logged terms, parameter groups, precision."""
+import torch
+from torch import nn
+
+
+def loss_dtype(*tensors):
+    """The dtype loss arithmetic runs in: float32, or wider when an input is wider (e.g. float64)."""
+    dtype = torch.float32
+    for tensor in tensors:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
+
+
+class Criterion(nn.Module):
+    """A loss called as `criterion(batch, labels, teacher_batch=None, epoch=0)` -> scalar tensor.
+
+    Ranking losses ignore `teacher_batch` and `epoch`; they are part of the signature so the
+    training loop calls every criterion the same way. `terms` holds the named parts of the last
+    loss for logging (empty for a loss that has a single part).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.terms = {}
+
+    def needs_teacher(self, epoch):
+        """Whether forward at `epoch` uses teacher embeddings."""
+        return False
+
+    def param_groups(self, lr=None):
+        """Optimiser parameter groups (dicts with 'params' and 'lr') for the loss's own parameters.
+
+        `lr` is the network's learning rate, for parameters without a rate of their own.
+        """
+        return []

@@ -1,0 +1,83 @@
+"""The built-in demo: scikit-learn's handwritten digits, exported once as a CUB-layout image folder."""
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+from datasets import cub200
+from utilities.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+N_DIGITS = 10
+N_IMAGES = 1797  # the size of sklearn.datasets.load_digits()
+EXPORT_SIZE = 32  # the 8x8 images are enlarged (nearest neighbour) so they can be looked at
+
+
+def default_root():
+    """`$XDG_CACHE_HOME/obd_sd/digits` (`~/.cache/obd_sd/digits` without XDG_CACHE_HOME)."""
+    cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(cache, 'obd_sd', 'digits')
+
+
+def class_folder_name(digit):
+    """The CUB-layout folder of `digit`: '001.digit_0' ... '010.digit_9'."""
+    return f'{digit + 1:03d}.digit_{digit}'
+
+
+def count_exported(images_dir):
+    """Number of image files per digit folder in `images_dir` (missing folders count 0)."""
+    counts = []
+    for digit in range(N_DIGITS):
+        folder = os.path.join(images_dir, class_folder_name(digit))
+        counts.append(len(os.listdir(folder)) if os.path.isdir(folder) else 0)
+    return counts
+
+
+def write_images(images_dir):
+    """Write every digit as an 8-bit grayscale PNG into `images_dir/NNN.digit_D/`."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    for digit in range(N_DIGITS):
+        os.makedirs(os.path.join(images_dir, class_folder_name(digit)))
+    for image_id, (image, digit) in enumerate(zip(pixels, digits.target)):
+        path = os.path.join(images_dir, class_folder_name(int(digit)), f'{image_id:04d}.png')
+        Image.fromarray(image).resize((EXPORT_SIZE, EXPORT_SIZE), Image.Resampling.NEAREST).save(path)
+
+
+def ensure_exported(root):
+    """Export the digits into `root/images` unless a complete export is already there.
+
+    The images are written into a temporary folder next to it and renamed into place, so an
+    interrupted export never leaves a half-written `images` folder behind.
+    """
+    images_dir = os.path.join(root, 'images')
+    if os.path.isdir(images_dir):
+        if sum(count_exported(images_dir)) != N_IMAGES:
+            raise UserError(f'{images_dir} is not a complete digits export ({N_IMAGES} images in '
+                            f'{N_DIGITS} folders); delete it to export again')
+        return
+    os.makedirs(root, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.images-', dir=root)
+    try:
+        logger.info('exporting the scikit-learn digits to %s', images_dir)
+        write_images(os.path.join(staging, 'images'))
+        try:
+            os.rename(os.path.join(staging, 'images'), images_dir)
+        except OSError:
+            if not os.path.isdir(images_dir):
+                raise
+            # Another process finished the same export first: use theirs.
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_splits(root):
+    """{'training': digits 0-4, 'testing': digits 5-9}, exporting the images first if needed."""
+    ensure_exported(root)
+    return cub200.load_splits(root, dataset_name='digits')

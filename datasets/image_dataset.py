@@ -1,0 +1,127 @@
+"""A dataset of labelled image files: (label, image tensor, index) items, corrupt files handled."""
+import copy
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+
+from utilities.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# What PIL raises for a file that is missing, not an image, or cut short.
+UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError)
+
+
+def load_rgb(path):
+    """Open `path` with PIL, decode it fully and return it as an RGB image."""
+    with Image.open(path) as image:
+        if image.mode == 'P':
+            # Palette images may carry transparency; going through RGBA keeps PIL from warning.
+            image = image.convert('RGBA')
+        return image.convert('RGB')
+
+
+def header_is_readable(path):
+    """True when PIL recognises `path` as an image from its header (the pixels are not decoded)."""
+    try:
+        with Image.open(path):
+            return True
+    except UNREADABLE_IMAGE_ERRORS:
+        return False
+
+
+def find_unreadable(paths, max_workers=8):
+    """The paths, among `paths`, whose header PIL cannot read, in their original order."""
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        readable = list(pool.map(header_is_readable, paths))
+    return [path for path, ok in zip(paths, readable) if not ok]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Labelled images, returned as `(label, image_tensor, index)`.
+
+    `samples` is a list of `(path, label)` with labels 0..C-1. Files whose header PIL cannot read
+    are left out at construction (listed in `left_out`). An item is either an index (evaluation)
+    or a tuple `(index, augmentation_seed)` (training): then the random transform is drawn from
+    that seed alone, so an augmented batch does not depend on worker processes or on resuming.
+    A file that fails to decode later is replaced by another image of the same class.
+    """
+
+    def __init__(self, samples, transform, name, class_names=None):
+        self.name = name
+        self.transform = transform
+        self.class_names = list(class_names) if class_names is not None else None
+        n_classes = 1 + max((label for _, label in samples), default=-1)
+
+        unreadable = find_unreadable([path for path, _ in samples])
+        for path in unreadable:
+            logger.warning('cannot read image %s; leaving it out', path)
+        if unreadable:
+            logger.warning('left out %d unreadable images of %s', len(unreadable), name)
+        self.left_out = unreadable
+
+        skipped = set(unreadable)
+        kept = [(path, label) for path, label in samples if path not in skipped]
+        self.paths = [path for path, _ in kept]
+        self.labels = np.array([label for _, label in kept], dtype=np.int64)
+        self.n_classes = n_classes
+        self._check_every_class_has_images()
+
+        self._indices_of_class = [np.flatnonzero(self.labels == label) for label in range(n_classes)]
+        self._undecodable = set()
+
+    def _check_every_class_has_images(self):
+        if self.n_classes == 0:
+            raise UserError(f'{self.name} has no readable images; check the dataset folder')
+        counts = np.bincount(self.labels, minlength=self.n_classes)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            raise UserError(f'class {self.class_name(empty[0])} of {self.name} has no readable images; '
+                            'replace its files or remove the class')
+
+    def class_name(self, label):
+        """The name of class `label`, or the label itself when the dataset has no names."""
+        return self.class_names[label] if self.class_names is not None else str(label)
+
+    def with_transform(self, transform, name=None):
+        """The same images (without scanning them again) under another transform."""
+        twin = copy.copy(self)
+        twin.transform = transform
+        twin.name = name if name is not None else self.name
+        twin._undecodable = set()
+        return twin
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, item):
+        index, augmentation_seed = item if isinstance(item, tuple) else (item, None)
+        index = int(index)
+        image, index = self._load_decodable(index)
+        if augmentation_seed is None:
+            tensor = self.transform(image)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(augmentation_seed))
+                tensor = self.transform(image)
+        return int(self.labels[index]), tensor, index
+
+    def _load_decodable(self, index):
+        """The image at `index`, or, when it does not decode, the next decodable one of its class."""
+        same_class = self._indices_of_class[self.labels[index]]
+        start = int(np.searchsorted(same_class, index))
+        for offset in range(len(same_class)):
+            candidate = int(same_class[(start + offset) % len(same_class)])
+            if candidate in self._undecodable:
+                continue
+            try:
+                return load_rgb(self.paths[candidate]), candidate
+            except UNREADABLE_IMAGE_ERRORS as error:
+                self._undecodable.add(candidate)
+                logger.warning('cannot decode image %s (%s); using another image of its class instead',
+                               self.paths[candidate], error)
+        raise UserError(f'no image of class {self.class_name(self.labels[index])} of {self.name} '
+                        'can be decoded; replace its files')

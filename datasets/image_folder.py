@@ -1,0 +1,63 @@
+"""Reading class-per-folder image trees and cutting them into splits."""
+import os
+from typing import NamedTuple
+
+from utilities.errors import UserError
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
+
+
+class Split(NamedTuple):
+    """One split of a dataset: `samples` are (path, label) with labels 0..C-1, named by `class_names`."""
+    samples: list
+    class_names: list
+
+
+def images_folder(root):
+    """`root/images`, or a UserError when it is missing."""
+    folder = os.path.join(root, 'images')
+    if not os.path.isdir(folder):
+        raise UserError(f'{root} has no "images" folder; point --source at the dataset folder')
+    return folder
+
+
+def list_images(folder):
+    """The image files directly in `folder`, sorted by name (hidden files skipped)."""
+    names = sorted(name for name in os.listdir(folder)
+                   if not name.startswith('.') and name.lower().endswith(IMAGE_EXTENSIONS))
+    return [os.path.join(folder, name) for name in names]
+
+
+def list_class_folders(images_dir):
+    """The class folders in `images_dir`, sorted by name, each as (folder name, image paths)."""
+    names = sorted(name for name in os.listdir(images_dir)
+                   if not name.startswith('.') and os.path.isdir(os.path.join(images_dir, name)))
+    if not names:
+        raise UserError(f'{images_dir} has no class folders; expected one folder of images per class')
+    classes = []
+    for name in names:
+        paths = list_images(os.path.join(images_dir, name))
+        if not paths:
+            raise UserError(f'class folder {os.path.join(images_dir, name)} has no images; '
+                            f'add images ({", ".join(IMAGE_EXTENSIONS)}) or remove the folder')
+        classes.append((name, paths))
+    if len(classes) < 2:
+        raise UserError(f'{images_dir} has only one class folder; metric learning needs at least 4 '
+                        '(2 for training, 2 for testing)')
+    return classes
+
+
+def make_split(classes, dataset_name, split_name):
+    """A Split from (class name, image paths) pairs, labelled in the given order."""
+    if len(classes) < 2:
+        raise UserError(f'the {split_name} split of {dataset_name} has {len(classes)} class(es), '
+                        'but at least 2 are needed; add classes to the dataset')
+    samples = [(path, label) for label, (_, paths) in enumerate(classes) for path in paths]
+    return Split(samples, [name for name, _ in classes])
+
+
+def split_classes_in_half(classes, dataset_name):
+    """{'training': first half of the classes, 'testing': the rest} (an odd one goes to testing)."""
+    half = len(classes) // 2
+    return {'training': make_split(classes[:half], dataset_name, 'training'),
+            'testing': make_split(classes[half:], dataset_name, 'testing')}

@@ -1,0 +1,45 @@
+"""Stanford Online Products: `images/<category>_final/*.JPG`, split by `Info_Files/Ebay_{train,test}.txt`."""
+import os
+
+from datasets.image_folder import Split, images_folder
+from utilities.errors import UserError
+
+SPLIT_FILES = {'training': 'Ebay_train.txt', 'testing': 'Ebay_test.txt'}
+HEADER = ['image_id', 'class_id', 'super_class_id', 'path']
+
+
+def read_split_file(list_path, images_dir):
+    """[(image path, class id)] from one Ebay_*.txt file (header, then `image_id class_id super_class_id path`)."""
+    if not os.path.isfile(list_path):
+        raise UserError(f'{list_path} is missing; it ships with the Stanford Online Products archive')
+    with open(list_path, encoding='utf-8') as lines:
+        rows = [line.split() for line in lines]
+    if not rows or rows[0] != HEADER:
+        raise UserError(f'{list_path} does not start with the header "{" ".join(HEADER)}"')
+    entries = []
+    for line_number, fields in enumerate(rows[1:], start=2):
+        if not fields:
+            continue
+        if len(fields) != 4 or not fields[1].isdigit():
+            raise UserError(f'{list_path}, line {line_number}: expected "image_id class_id super_class_id path"')
+        entries.append((os.path.join(images_dir, fields[3]), int(fields[1])))
+    return entries
+
+
+def labelled_split(entries, list_path):
+    """A Split whose labels number the class ids 0..C-1 in increasing id order; names are the ids."""
+    class_ids = sorted({class_id for _, class_id in entries})
+    if len(class_ids) < 2:
+        raise UserError(f'{list_path} lists {len(class_ids)} class(es); a split needs at least 2')
+    label_of = {class_id: label for label, class_id in enumerate(class_ids)}
+    return Split([(path, label_of[class_id]) for path, class_id in entries], [str(i) for i in class_ids])
+
+
+def load_splits(root):
+    """{'training': Split, 'testing': Split} of the SOP folder `root`, as its Info_Files define them."""
+    images_dir = images_folder(root)
+    splits = {}
+    for split_name, file_name in SPLIT_FILES.items():
+        list_path = os.path.join(root, 'Info_Files', file_name)
+        splits[split_name] = labelled_split(read_split_file(list_path, images_dir), list_path)
+    return splits

@@ -1,0 +1,54 @@
+"""Carving a validation split out of the training split (by classes or by samples), reproducibly."""
+import numpy as np
+
+from datasets.image_folder import Split
+from utilities.errors import UserError
+
+
+def relabel(samples, class_names):
+    """A Split of `samples` with the labels that occur renumbered 0..C-1 in increasing order."""
+    used = sorted({label for _, label in samples})
+    new_label = {old: new for new, old in enumerate(used)}
+    return Split([(path, new_label[label]) for path, label in samples], [class_names[old] for old in used])
+
+
+def check_fraction(fraction):
+    if not 0 < fraction < 1:
+        raise UserError(f'--tv_split_perc {fraction} must lie strictly between 0 and 1 '
+                        '(the fraction of the training data kept for training)')
+
+
+def check_enough_classes(split, name):
+    if len(split.class_names) < 2:
+        raise UserError(f'the {name} split would have {len(split.class_names)} class(es), but at least 2 '
+                        'are needed; change --tv_split_perc or use more training classes')
+    return split
+
+
+def split_by_classes(split, fraction, seed):
+    """(train, validation): a random `fraction` of the classes (rounded) stays for training."""
+    check_fraction(fraction)
+    n_classes = len(split.class_names)
+    shuffled = np.random.default_rng(seed).permutation(n_classes)
+    kept = set(shuffled[:round(fraction * n_classes)].tolist())
+    train = [sample for sample in split.samples if sample[1] in kept]
+    validation = [sample for sample in split.samples if sample[1] not in kept]
+    return (check_enough_classes(relabel(train, split.class_names), 'training'),
+            check_enough_classes(relabel(validation, split.class_names), 'validation'))
+
+
+def split_by_samples(split, fraction, seed):
+    """(train, validation): within every class a random `fraction` of its images (rounded) stays for
+    training and the rest goes to validation, leaving at least one image on each side (a class of
+    a single image stays in training only)."""
+    check_fraction(fraction)
+    rng = np.random.default_rng(seed)
+    labels = np.array([label for _, label in split.samples])
+    train, validation = [], []
+    for label in range(len(split.class_names)):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_train = max(1, min(len(members) - 1, round(fraction * len(members))))
+        train.extend(split.samples[i] for i in sorted(members[:n_train]))
+        validation.extend(split.samples[i] for i in sorted(members[n_train:]))
+    return (check_enough_classes(relabel(train, split.class_names), 'training'),
+            check_enough_classes(relabel(validation, split.class_names), 'validation'))

@@ -1,0 +1,71 @@
+"""Zero-shot evaluation: embedding extraction and Recall@K / NMI / F1 / MAP@R on the test set.
+
+All metrics see L2-normalised copies of the features, so the retrieval ranking is by cosine
+similarity (the same order as the L2 distance the original faiss IndexFlatL2 code used on
+normalised embeddings) and k-means clusters directions.
+"""
+import functools
+import logging
+
+import numpy as np
+import torch
+
+from evaluation.clustering import kmeans_assignment, nmi, pair_f1
+from evaluation.embeddings import extract_embeddings
+from evaluation.metric_names import (METRICS, default_metrics, parse_metric_names,
+                                     validate_metric_names)
+from evaluation.retrieval import DEFAULT_CHUNK_SIZE, retrieval_metrics
+
+__all__ = ['METRICS', 'compute_metrics', 'default_metrics', 'extract_embeddings',
+           'validate_metric_names']
+
+logger = logging.getLogger(__name__)
+
+
+def compute_metrics(features, labels, metric_names, *, use_gpu=False, seed=0,
+                    chunk_size=DEFAULT_CHUNK_SIZE):
+    """{name: value} for each of `metric_names` (see METRICS) on features (N x D) and labels (N).
+
+    Each sample queries all other samples. `use_gpu` runs the retrieval in torch on CUDA and
+    k-means in faiss on the GPU, falling back to the CPU with a warning where there is none.
+    `seed` seeds k-means; `chunk_size` is the number of queries ranked at a time.
+    """
+    request = parse_metric_names(metric_names)
+    features, labels = _checked_inputs(features, labels)
+    features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    results = {}
+    if request.needs_retrieval:
+        device = _retrieval_device(use_gpu)
+        results.update(retrieval_metrics(
+            torch.from_numpy(features).to(device), torch.from_numpy(labels).to(device),
+            recall_ks=request.recall_ks, map_at_r=request.map_at_r, map_ks=request.map_ks,
+            chunk_size=chunk_size))
+    if request.needs_clustering:
+        assignment = kmeans_assignment(features, len(np.unique(labels)), seed=seed,
+                                       use_gpu=use_gpu)
+        results['nmi'] = nmi(labels, assignment)
+        results['f1'] = pair_f1(labels, assignment)
+    return {name: results[name] for name in metric_names}
+
+
+def _checked_inputs(features, labels):
+    features = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels).astype(np.int64, copy=False)
+    if features.ndim != 2 or labels.shape != (len(features),) or len(features) < 2:
+        raise ValueError(f'need features N x D and labels N with N >= 2, '
+                         f'got shapes {features.shape} and {labels.shape}')
+    if not np.isfinite(features).all():
+        raise ValueError('the embeddings contain nan or inf values (has training diverged?)')
+    return features, labels
+
+
+def _retrieval_device(use_gpu):
+    if use_gpu and not torch.cuda.is_available():
+        _warn_no_torch_gpu()
+    return torch.device('cuda' if use_gpu and torch.cuda.is_available() else 'cpu')
+
+
+@functools.cache
+def _warn_no_torch_gpu():
+    logger.warning('GPU evaluation was asked for, but torch sees no CUDA device: '
+                   'ranking on the CPU instead')

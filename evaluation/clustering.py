@@ -1,0 +1,49 @@
+"""Clustering metrics: faiss k-means with one cluster per class, scored by NMI and pair F1."""
+import functools
+import logging
+
+import faiss
+import numpy as np
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics.cluster import pair_confusion_matrix
+
+logger = logging.getLogger(__name__)
+
+
+def kmeans_assignment(features, n_clusters, *, seed=0, use_gpu=False, n_iterations=20):
+    """Cluster index (N int64) of each row of `features` (N x D float32) after faiss k-means."""
+    gpu = use_gpu and faiss.get_num_gpus() > 0
+    if use_gpu and not gpu:
+        _warn_no_faiss_gpu()
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    # min_points_per_centroid=1 only silences faiss's warning for SOP's ~5 samples per class.
+    kmeans = faiss.Kmeans(features.shape[1], n_clusters, niter=n_iterations, seed=seed, gpu=gpu,
+                          min_points_per_centroid=1)
+    kmeans.train(features)
+    _, assignment = kmeans.index.search(features, 1)
+    return assignment[:, 0].astype(np.int64)
+
+
+def nmi(labels, assignment):
+    """Normalised mutual information (sklearn, arithmetic normalisation) of a clustering."""
+    return float(normalized_mutual_info_score(labels, assignment))
+
+
+def pair_f1(labels, assignment):
+    """F1 over sample pairs: a pair is predicted together when it shares a cluster.
+
+    precision = same-class pairs among same-cluster pairs, recall = same-cluster pairs among
+    same-class pairs; 0 when either is undefined or both are 0.
+    """
+    (_, false_together), (false_apart, true_together) = pair_confusion_matrix(labels, assignment)
+    if true_together == 0:
+        return 0.0
+    precision = true_together / (true_together + false_together)
+    recall = true_together / (true_together + false_apart)
+    return float(2 * precision * recall / (precision + recall))
+
+
+@functools.cache
+def _warn_no_faiss_gpu():
+    logger.warning('GPU evaluation was asked for, but faiss sees no GPU: '
+                   'running k-means on the CPU instead')

@@ -1,0 +1,29 @@
+"""Embedding extraction: run a network over a loader and collect its embeddings and labels."""
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+def extract_embeddings(model, loader, device):
+    """Embeddings (N x D float32) and labels (N int64) of every sample `loader` yields.
+
+    `loader` yields (labels, images, indices) batches; `model(images)` returns the embeddings or
+    a tuple whose first element is them. The model runs in eval mode without autograd, in bf16
+    autocast on CUDA, and gets its train/eval mode back afterwards.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    features, labels = [], []
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                    enabled=device.type == 'cuda'):
+            for batch_labels, images, _ in tqdm(loader, desc='Embedding', leave=False):
+                output = model(images.to(device, non_blocking=True))
+                embeddings = output[0] if isinstance(output, (tuple, list)) else output
+                features.append(embeddings.float().cpu())
+                labels.append(torch.as_tensor(batch_labels).reshape(-1))
+    finally:
+        model.train(was_training)
+    return (torch.cat(features).numpy().astype(np.float32, copy=False),
+            torch.cat(labels).numpy().astype(np.int64, copy=False))

@@ -1,0 +1,171 @@
+"""Train an embedding network with a ranking loss plus OBD-SD, evaluating the unseen test classes every epoch.
+
+    python main.py --dataset cub200 --source $datapath/cub200 --PSD --OBDP --kd_lambda 1000 --diffusion_w 0.3
+    python main.py --dataset digits --PSD --OBDP      # built-in demo, no download
+"""
+import json
+import logging
+import os
+import sys
+import time
+
+import torch
+
+import architectures
+import criteria
+import datasampler
+import datasets
+import evaluation
+import parameters
+from utilities.checkpoint import plain_config, read_checkpoint, save_checkpoint
+from utilities.errors import UserError, exit_with
+from utilities.logs import epoch_line, setup_logging
+from utilities.online_log import OnlineLog
+from utilities.optimization import build_optimizer, build_scheduler
+from utilities.plots import plot_history
+from utilities.resume import options_for_resume, restore_training_state, training_state
+from utilities.run_folder import LAST_CHECKPOINT, new_run_folder, resume_checkpoint
+from utilities.runtime import seed_everything, select_device
+from utilities.stop_signals import StopSignals
+from utilities.summary import RunSummary
+from utilities.teacher import make_teacher, refresh_teacher
+from utilities.training import EpochProgress, NonFiniteLoss, train_one_epoch
+
+logger = logging.getLogger('main')
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = parameters.build_parser(prog='main.py')
+    opt = parameters.parse_args(argv, parser)
+    resumed = None
+    if opt.resume:
+        resume_path = resume_checkpoint(opt.resume, opt.save_path, opt.dataset, run_name(opt))
+        resumed = read_checkpoint(resume_path)
+        opt = options_for_resume(resumed, opt, parameters.explicit_flags(parser, argv), resume_path)
+    if opt.dry_run:
+        return dry_run(opt)
+
+    setup_logging()
+    report_applied_defaults(opt)
+    device = select_device(opt.gpu)
+    seed_everything(opt.seed, opt.deterministic)
+    data = datasets.select(opt)
+    opt.n_classes = data['training'].n_classes
+    sampler = datasampler.select(opt, data['training'].labels)
+    train_loader = make_loader(data['training'], opt.kernels, device, batch_sampler=sampler)
+    eval_loaders = {'': make_loader(data['testing'], opt.kernels, device, batch_size=opt.bs)}
+    if data['validation'] is not None:
+        eval_loaders['val_'] = make_loader(data['validation'], opt.kernels, device, batch_size=opt.bs)
+
+    model = architectures.select(opt.arch, opt).to(device)
+    teacher = make_teacher(model)
+    criterion = criteria.select(opt.loss, opt).to(device)
+    optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay)
+    scheduler = build_scheduler(optimizer, milestones=opt.tau, gamma=opt.gamma)
+    summary = RunSummary(opt.storage_metrics, config=plain_config(opt))
+    folder = os.path.dirname(os.path.abspath(resume_path)) if resumed else new_run_folder(
+        opt.save_path, opt.dataset, run_name(opt))
+    setup_logging(folder)
+    start_epoch, progress = 0, EpochProgress()
+    if resumed:
+        start_epoch, progress, summary, online_id = restore_training_state(
+            resumed, model, teacher, criterion, optimizer, scheduler, opt.storage_metrics)
+        logger.info('resuming %s at epoch %d, step %d', folder, start_epoch, progress.step)
+    online = OnlineLog(opt.log_online, opt.project, opt.group, os.path.basename(folder), summary.config, folder,
+                       run_id=resumed and online_id)
+    logger.info('run folder %s | %d training images of %d classes | %s on %s', folder, len(data['training']),
+                opt.n_classes, opt.arch, device)
+
+    with StopSignals() as stop:
+        for epoch in range(start_epoch, opt.n_epochs):
+            sampler.set_epoch(epoch, start_batch=progress.step)
+            try:
+                progress = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch,
+                                           progress, stop, opt.skip_nonfinite)
+            except NonFiniteLoss as error:
+                raise UserError(f'{error}; the last good checkpoint is kept in {folder}; lower --lr, or pass '
+                                f'--skip_nonfinite to skip such batches') from None
+            if stop.requested:
+                save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, opt, epoch, progress,
+                               online.run_id)
+                logger.warning('stopped by %s; continue with: python main.py --resume %s', stop.requested, folder)
+                return stop.exit_code
+            scheduler.step()
+            refresh_teacher(teacher, model)
+            entry = {'epoch': epoch, **progress.averages(), **evaluate(model, eval_loaders, device, opt)}
+            summary.add_epoch(entry)
+            progress = EpochProgress()
+            save_best(folder, model, summary, opt.storage_metrics, entry)
+            save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, opt, epoch + 1, progress,
+                           online.run_id)
+            summary.save(folder)
+            plot_history(summary.history, opt.evaluation_metrics, folder)
+            online.log(entry)
+            logger.info(epoch_line(entry))
+            if stop.requested:
+                logger.warning('stopped by %s after epoch %d; continue with: python main.py --resume %s',
+                               stop.requested, epoch, folder)
+                return stop.exit_code
+    online.finish()
+    logger.info('done: best %s', json.dumps(summary.to_dict()['best']))
+    return 0
+
+
+def run_name(opt):
+    return opt.savename or opt.group or 'run'
+
+
+def dry_run(opt):
+    """Check the dataset path, print the resolved configuration, build nothing."""
+    root = datasets.resolve_root(opt.dataset, opt.source_path)
+    config = plain_config(opt)
+    config['resolved_dataset_folder'] = root
+    print(json.dumps(config, indent=2))
+    report_applied_defaults(opt, stream=print)
+    return 0
+
+
+def report_applied_defaults(opt, stream=None):
+    if opt.applied_defaults:
+        flags = ' '.join(f'--{k} {v}' if v is not True else f'--{k}' for k, v in opt.applied_defaults.items())
+        (stream or logger.info)(f'{opt.dataset} defaults applied where you set nothing: {flags}')
+
+
+def make_loader(dataset, workers, device, batch_sampler=None, batch_size=None):
+    """Training (batch_sampler) or evaluation (batch_size, in order) loader."""
+    batching = {'batch_sampler': batch_sampler} if batch_sampler is not None else {'batch_size': batch_size}
+    # A private generator keeps the global torch RNG untouched by loader iteration (bit-exact resume).
+    return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=device.type == 'cuda',
+                                       persistent_workers=workers > 0, generator=torch.Generator(), **batching)
+
+
+def evaluate(model, loaders, device, opt):
+    """Metrics of every evaluation split (test names as they are, validation prefixed val_) and the time taken."""
+    started, results = time.perf_counter(), {}
+    for prefix, loader in loaders.items():
+        features, labels = evaluation.extract_embeddings(model, loader, device)
+        metrics = evaluation.compute_metrics(features, labels, opt.evaluation_metrics,
+                                             use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
+        results.update({prefix + name: value for name, value in metrics.items()})
+    results['eval_time_s'] = time.perf_counter() - started
+    return results
+
+
+def save_best(folder, model, summary, storage_metrics, entry):
+    for name in storage_metrics:
+        if summary.improved(name):
+            save_checkpoint(os.path.join(folder, f'best_{name}.pth'), model, summary.config, entry['epoch'], entry)
+
+
+def save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, opt, epoch, progress, online_id):
+    state = training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id)
+    metrics = summary.history[-1] if summary.history else {}
+    save_checkpoint(os.path.join(folder, LAST_CHECKPOINT), model, summary.config, epoch, metrics, state)
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except UserError as error:
+        exit_with(error)

@@ -1,0 +1,214 @@
+"""Every command-line flag of main.py, grouped; dataset-specific defaults; validation of values.
+
+Flag names and defaults follow the original OBD-SD code so that its command lines run unchanged
+(`--source` is accepted as the prefix of `--source_path`).
+"""
+import argparse
+import sys
+
+from utilities.errors import UserError
+
+DIGITS_DEFAULTS = {
+    'arch': 'resnet18_normalize',
+    'not_pretrained': True,
+    'image_size': 32,
+    'bs': 40,
+    'samples_per_class': 8,
+    'n_epochs': 6,
+    'lr': 1e-3,
+    'kernels': 0,
+    'embed_dim': 64,
+}
+"""Where the user set nothing, `--dataset digits` uses these: a CPU-sized run without ImageNet weights."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
+def float_list(text):
+    return [float(v) for v in text.split(',')] if isinstance(text, str) else text
+
+
+def build_parser(prog=None):
+    """All flags of main.py (Test_pretrained_models.py adds its own on top)."""
+    parser = OneLineArgumentParser(prog=prog, description='Train a deep metric learning model with OBD-SD.')
+    add_data_flags(parser.add_argument_group('data'))
+    add_network_flags(parser.add_argument_group('network'))
+    add_loss_flags(parser.add_argument_group('loss'))
+    add_distillation_flags(parser.add_argument_group('self-distillation (PSD) and online batch diffusion (OBDP)'))
+    add_optimisation_flags(parser.add_argument_group('optimisation'))
+    add_evaluation_flags(parser.add_argument_group('evaluation'))
+    add_run_flags(parser.add_argument_group('run, logging and checkpoints'))
+    return parser
+
+
+def add_data_flags(group):
+    group.add_argument('--dataset', default='cub200', help='cub200, cars196, online_products or digits (built in).')
+    group.add_argument('--source_path', default=None,
+                       help='Dataset folder, or its parent (e.g. --source $datapath/cub200). Digits: a cache folder.')
+    group.add_argument('--kernels', type=int, default=6, help='Data-loading worker processes.')
+    group.add_argument('--bs', type=int, default=112, help='Batch size (bs / samples_per_class classes per batch).')
+    group.add_argument('--samples_per_class', type=int, default=2, help='Images of each class in a batch.')
+    group.add_argument('--augmentation', default='base', choices=['base', 'adv', 'big', 'red'])
+    group.add_argument('--image_size', type=int, default=224, help='Training and evaluation crop size.')
+    group.add_argument('--use_tv_split', action='store_true', help='Hold out part of the training data for validation.')
+    group.add_argument('--tv_split_perc', type=float, default=0.8, help='Fraction of training classes kept for training.')
+    group.add_argument('--tv_split_by_samples', action='store_true',
+                       help='Split within each class by samples instead of by classes.')
+
+
+def add_network_flags(group):
+    group.add_argument('--arch', default='resnet50_frozen_normalize',
+                       help='Backbone with flags _frozen, _normalize, _double, e.g. resnet50_frozen_normalize_double.')
+    group.add_argument('--embed_dim', type=int, default=128, help='Embedding dimension.')
+    group.add_argument('--not_pretrained', action='store_true', help='Start from random weights instead of ImageNet.')
+    group.add_argument('--pretrained_path', default=None, help='Offline ImageNet weights file for the backbone.')
+
+
+def add_loss_flags(group):
+    group.add_argument('--loss', default='multisimilarity_obd_sd', help='Ranking loss; <name>_obd_sd adds OBD-SD.')
+    group.add_argument('--loss_multisimilarity_pos_weight', type=float, default=2.0)
+    group.add_argument('--loss_multisimilarity_neg_weight', type=float, default=40.0)
+    group.add_argument('--loss_multisimilarity_margin', type=float, default=0.1)
+    group.add_argument('--loss_multisimilarity_thresh', type=float, default=0.5)
+    group.add_argument('--loss_margin_margin', type=float, default=0.2)
+    group.add_argument('--loss_margin_beta', type=float, default=1.2)
+    group.add_argument('--loss_margin_beta_lr', type=float, default=0.0005)
+    group.add_argument('--loss_margin_beta_constant', action='store_true')
+    group.add_argument('--loss_margin_nu', type=float, default=0.0)
+    group.add_argument('--loss_triplet_margin', type=float, default=0.2)
+    group.add_argument('--loss_contrastive_pos_margin', type=float, default=0.0)
+    group.add_argument('--loss_contrastive_neg_margin', type=float, default=1.0)
+    group.add_argument('--miner_distance_lower_cutoff', type=float, default=0.5)
+    group.add_argument('--miner_distance_upper_cutoff', type=float, default=1.4)
+
+
+def add_distillation_flags(group):
+    group.add_argument('--PSD', action='store_true', help='Progressive self-distillation from last epoch\'s weights.')
+    group.add_argument('--OBDP', action='store_true', help='Diffuse the distillation target over the batch (needs --PSD).')
+    group.add_argument('--kd_lambda', type=float, default=75.0, help='Weight of the distillation term.')
+    group.add_argument('--kd_tau', type=float, default=1.0, help='Softmax temperature of the distillation term.')
+    group.add_argument('--diffusion_w', type=float, default=0.99, help='Diffusion weight w, 0 <= w < 1.')
+    group.add_argument('--diffusion_tau', type=float, default=1.0, help='Temperature of the random-walk matrix.')
+
+
+def add_optimisation_flags(group):
+    group.add_argument('--n_epochs', type=int, default=150)
+    group.add_argument('--optim', default='adam', choices=['adam', 'sgd'])
+    group.add_argument('--lr', type=float, default=1e-5)
+    group.add_argument('--fc_lr', type=float, default=-1, help='Learning rate of last_linear when >= 0.')
+    group.add_argument('--decay', type=float, default=4e-4, help='Weight decay.')
+    group.add_argument('--scheduler', default='step', choices=['step'], help='MultiStepLR on --tau milestones.')
+    group.add_argument('--tau', type=int, nargs='+', default=[1000], help='Epochs at which the lr is multiplied by gamma.')
+    group.add_argument('--gamma', type=float, default=0.3)
+    group.add_argument('--seed', type=int, default=1)
+    group.add_argument('--deterministic', action='store_true',
+                       help='Deterministic algorithms (bit-exact resume on the CPU; slower).')
+    group.add_argument('--skip_nonfinite', action='store_true',
+                       help='Skip batches whose loss is not finite instead of stopping the run.')
+
+
+def add_evaluation_flags(group):
+    group.add_argument('--evaluation_metrics', nargs='+', default=None,
+                       help='e.g. e_recall@1 e_recall@2 nmi f1 mAP@R mAP@1000 (default: by dataset).')
+    group.add_argument('--storage_metrics', nargs='+', default=['e_recall@1', 'nmi'],
+                       help='A best-model checkpoint is kept for each of these.')
+    group.add_argument('--evaluate_on_gpu', action='store_true', help='faiss k-means and search on the GPU.')
+
+
+def add_run_flags(group):
+    group.add_argument('--gpu', type=int, nargs='+', default=[0], help='CUDA device index (the first is used).')
+    group.add_argument('--save_path', default='Training_Results', help='Runs go to save_path/<dataset>/<group>.')
+    group.add_argument('--savename', default='', help='Run folder name (default: the group name).')
+    group.add_argument('--group', default='', help='Experiment group (W&B group and run folder name).')
+    group.add_argument('--project', default='OBD_SD', help='W&B project.')
+    group.add_argument('--log_online', action='store_true', help='Log to Weights & Biases (key: WANDB_API_KEY).')
+    group.add_argument('--resume', default=None, help='RUN_FOLDER, CHECKPOINT or auto (newest run of this group).')
+    group.add_argument('--dry_run', action='store_true', help='Check flags and data, print the configuration, exit.')
+
+
+def explicit_flags(parser, argv):
+    """The dests the user set on the command line (so dataset defaults never override them)."""
+    saved = {action.dest: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action in parser._actions:
+            action.default = saved[action.dest]
+
+
+def apply_dataset_defaults(opt, explicit):
+    """Fill dataset-specific defaults the user did not set; return {flag: value} of those applied."""
+    from evaluation import default_metrics
+
+    applied = {}
+    if opt.dataset == 'digits':
+        for dest, value in DIGITS_DEFAULTS.items():
+            if dest not in explicit:
+                setattr(opt, dest, value)
+                applied[dest] = value
+    if opt.evaluation_metrics is None:
+        opt.evaluation_metrics = default_metrics(opt.dataset)
+    return applied
+
+
+def validate(opt):
+    """Raise UserError (one line, what to do) for any impossible value or combination."""
+    import architectures
+    import criteria
+    import datasets
+    from evaluation import validate_metric_names
+
+    if opt.dataset not in datasets.DATASETS:
+        raise UserError(f'unknown --dataset {opt.dataset!r}; choose one of {", ".join(datasets.DATASETS)}')
+    if opt.loss not in criteria.LOSSES:
+        raise UserError(f'unknown --loss {opt.loss!r}; choose one of {", ".join(criteria.LOSSES)}')
+    architectures.parse_arch(opt.arch)
+    checks = [
+        (opt.n_epochs >= 1, f'--n_epochs must be at least 1, got {opt.n_epochs}'),
+        (opt.embed_dim > 0, f'--embed_dim must be positive, got {opt.embed_dim}'),
+        (opt.bs > 0, f'--bs must be positive, got {opt.bs}'),
+        (opt.samples_per_class >= 2,
+         f'--samples_per_class must be at least 2 for the pair-based loss {opt.loss}, got {opt.samples_per_class}'),
+        (opt.bs % opt.samples_per_class == 0,
+         f'--bs {opt.bs} is not divisible by --samples_per_class {opt.samples_per_class}; '
+         f'use e.g. --bs {max(opt.samples_per_class, opt.bs - opt.bs % max(opt.samples_per_class, 1))}'),
+        (0 <= opt.diffusion_w < 1, f'--diffusion_w must be in [0, 1), got {opt.diffusion_w}'),
+        (opt.kd_tau > 0, f'--kd_tau must be positive, got {opt.kd_tau}'),
+        (opt.diffusion_tau > 0, f'--diffusion_tau must be positive, got {opt.diffusion_tau}'),
+        (opt.kd_lambda >= 0, f'--kd_lambda must be non-negative, got {opt.kd_lambda}'),
+        (opt.lr > 0, f'--lr must be positive, got {opt.lr}'),
+        (opt.decay >= 0, f'--decay must be non-negative, got {opt.decay}'),
+        (opt.gamma > 0, f'--gamma must be positive, got {opt.gamma}'),
+        (opt.kernels >= 0, f'--kernels must be 0 or more, got {opt.kernels}'),
+        (opt.image_size >= 16, f'--image_size must be at least 16, got {opt.image_size}'),
+        (0 < opt.tv_split_perc < 1, f'--tv_split_perc must be in (0, 1), got {opt.tv_split_perc}'),
+        (not opt.OBDP or opt.PSD, '--OBDP diffuses the self-distillation target: add --PSD'),
+        (not opt.PSD or opt.loss.endswith('_obd_sd'),
+         f'--PSD needs an OBD-SD loss: use --loss {opt.loss.removesuffix("_obd_sd")}_obd_sd'),
+        (not (opt.pretrained_path and opt.not_pretrained), '--pretrained_path and --not_pretrained exclude each other'),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    validate_metric_names(opt.evaluation_metrics)
+    unknown = [m for m in opt.storage_metrics if m not in opt.evaluation_metrics]
+    if unknown:
+        raise UserError(f'--storage_metrics {" ".join(unknown)} not among --evaluation_metrics '
+                        f'{" ".join(opt.evaluation_metrics)}; add them there')
+
+
+def parse_args(argv=None, parser=None):
+    """Parse, apply dataset defaults and validate: the opt that main.py and the registries read."""
+    parser = parser or build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    opt = parser.parse_args(argv)
+    opt.applied_defaults = apply_dataset_defaults(opt, explicit_flags(parser, argv))
+    validate(opt)
+    return opt

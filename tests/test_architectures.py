@@ -1,0 +1,121 @@
+import argparse
+
+import pytest
+import torch
+import torch.nn as nn
+
+import architectures
+from utilities.checkpoint import load_weights
+from utilities.errors import UserError
+from authors_fixture import authors_checkpoint_module
+
+
+def small(arch, embed_dim=16):
+    return architectures.build(arch, embed_dim, pretrained=False)
+
+
+@pytest.mark.parametrize('arch', ['resnet50_frozen_normalize', 'resnet50_normalize_frozen', 'resnet18_double_normalize'])
+def test_arch_flags_in_any_order(arch):
+    backbone, flags = architectures.parse_arch(arch)
+    assert backbone in ('resnet50', 'resnet18') and 'normalize' in flags
+
+
+@pytest.mark.parametrize('arch', ['resnet51', 'resnet50_frozenn', 'vit_normalize'])
+def test_unknown_arch_is_a_user_error(arch):
+    with pytest.raises(UserError, match='unknown --arch'):
+        architectures.parse_arch(arch)
+
+
+def test_frozen_batchnorm_stays_frozen_after_train():
+    model = small('resnet18_frozen_normalize')
+    model.train()
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batchnorms and all(not bn.training for bn in batchnorms)
+    before = [bn.running_mean.clone() for bn in batchnorms]
+    model(torch.randn(4, 3, 32, 32))
+    assert all(torch.equal(b, bn.running_mean) for b, bn in zip(before, batchnorms))
+    assert model.model.conv1.training
+
+
+def test_unfrozen_batchnorm_updates_statistics():
+    model = small('resnet18_normalize').train()
+    bn = model.model.bn1
+    before = bn.running_mean.clone()
+    model(torch.randn(4, 3, 32, 32))
+    assert not torch.equal(before, bn.running_mean)
+
+
+def test_normalize_gives_unit_norms_and_plain_does_not():
+    x = torch.randn(3, 3, 32, 32)
+    norms = small('resnet18_normalize').eval()(x).norm(dim=1)
+    assert torch.allclose(norms, torch.ones(3), atol=1e-5)
+    assert not torch.allclose(small('resnet18').eval()(x).norm(dim=1), torch.ones(3), atol=1e-3)
+
+
+def test_double_pooling_sums_average_and_max():
+    torch.manual_seed(0)
+    model = small('resnet18_double').eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = model.feature_map(x)
+        expected = model.model.last_linear(features.mean(dim=(2, 3)) + features.amax(dim=(2, 3)))
+        assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_embed_dim_and_head_name():
+    model = small('resnet34', embed_dim=24)
+    assert model.model.last_linear.out_features == 24 and model.embed_dim == 24
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 24)
+
+
+def test_bninception_converts_rgb_to_bgr_255():
+    model = small('bninception_normalize', embed_dim=8).eval()
+    seen = {}
+
+    def features(x):
+        seen['x'] = x
+        return torch.ones(x.shape[0], 1024, 2, 2)
+    model.model.features = features
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    rgb01 = torch.rand(1, 3, 4, 4)
+    model((rgb01 - mean) / std)
+    expected = rgb01[:, [2, 1, 0]] * 255 - torch.tensor([104.0, 117.0, 128.0]).view(1, 3, 1, 1)
+    assert torch.allclose(seen['x'], expected, atol=1e-3)
+
+
+def test_select_warns_for_frozen_without_weights(caplog):
+    opt = argparse.Namespace(embed_dim=8, not_pretrained=True, pretrained_path=None)
+    architectures.select('resnet18_frozen', opt)
+    assert 'frozen BatchNorm' in caplog.text
+
+
+def test_missing_imagenet_weights_name_three_ways_out(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url',
+                        lambda *a, **k: (_ for _ in ()).throw(OSError('network unreachable')))
+    with pytest.raises(UserError) as error:
+        architectures.build('resnet18', 8, pretrained=True)
+    message = str(error.value)
+    assert '--pretrained_path' in message and '--not_pretrained' in message and 'cache' in message
+
+
+def test_pretrained_path_loads_an_offline_weights_file(tmp_path):
+    import torchvision
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / 'resnet18.pth'
+    torch.save(reference.state_dict(), path)
+    model = architectures.build('resnet18', 8, pretrained=True, pretrained_path=str(path))
+    assert torch.equal(model.model.conv1.weight, reference.conv1.weight)
+
+
+@pytest.mark.parametrize('arch', ['resnet50_normalize_frozen', 'resnet50_normalize_frozen_double'])
+def test_authors_checkpoint_gives_the_authors_embeddings(tmp_path, arch):
+    authors = authors_checkpoint_module()
+    path = tmp_path / 'net.pth'
+    torch.save(authors.make_state_dict(), path)
+    model = architectures.build(arch, 128, pretrained=False)
+    load_weights(model, str(path))
+    with torch.no_grad():
+        embeddings = model.eval()(authors.fixed_input())
+    assert torch.allclose(embeddings, torch.tensor(authors.expected()[arch]), atol=1e-4)

@@ -1,0 +1,73 @@
+"""MarginLoss against a float64 loop implementation, on given triplets and through its miner."""
+import pytest
+import torch
+
+from criteria.margin import MarginLoss
+from criteria.miners import distance_weighted_triplets
+from criteria_references import gradient, margin_reference, random_batch
+
+
+def random_betas(n_classes, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return 1.0 + 0.4 * torch.rand(n_classes, generator=generator, dtype=torch.float64)
+
+
+@pytest.mark.parametrize('n_classes, per_class, seed, nu', [(8, 2, 0, 0.0), (4, 4, 1, 0.0), (4, 4, 2, 0.1)])
+def test_matches_loop_reference_on_mined_triplets(n_classes, per_class, seed, nu):
+    embeddings, labels = random_batch(n_classes, per_class, seed=seed)
+    triplets = distance_weighted_triplets(embeddings, labels, generator=torch.Generator().manual_seed(seed))
+    criterion = MarginLoss(n_classes, margin=0.2, nu=nu).double()
+    criterion.beta.data = random_betas(n_classes, seed)
+    loss, grad = gradient(lambda x: criterion.loss_for_triplets(x, labels, *triplets), embeddings)
+    beta_grad = torch.autograd.grad(criterion.loss_for_triplets(embeddings, labels, *triplets), criterion.beta)[0]
+
+    beta = criterion.beta.detach().clone().requires_grad_()
+    as_list = list(zip(*(index.tolist() for index in triplets)))
+    expected, expected_grad = gradient(lambda x: margin_reference(x, labels, as_list, beta, 0.2, nu), embeddings)
+    expected_beta_grad = torch.autograd.grad(margin_reference(embeddings, labels, as_list, beta, 0.2, nu), beta)[0]
+
+    assert loss.item() > 0
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(beta_grad, expected_beta_grad, rtol=1e-6, atol=1e-12)
+
+
+def test_forward_mines_with_the_global_generator():
+    embeddings, labels = random_batch(4, 4, seed=3)
+    criterion = MarginLoss(4)
+    torch.manual_seed(11)
+    loss = criterion(embeddings, labels)
+    torch.manual_seed(11)
+    triplets = distance_weighted_triplets(embeddings, labels)
+    torch.testing.assert_close(loss, criterion.loss_for_triplets(embeddings, labels, *triplets))
+
+
+def test_no_triplets_gives_zero_with_gradient():
+    embeddings, labels = random_batch(4, 4, seed=3)
+    no_triplets = [torch.tensor([], dtype=torch.long)] * 3
+    loss = MarginLoss(4).loss_for_triplets(embeddings, labels, *no_triplets)
+    loss.backward()
+    assert loss.item() == 0 and torch.equal(embeddings.grad, torch.zeros_like(embeddings))
+
+
+def test_beta_is_learnable_at_its_own_learning_rate():
+    criterion = MarginLoss(5, beta=1.2, beta_lr=0.0005)
+    (group,) = criterion.param_groups(1e-5)
+    assert group['lr'] == 0.0005 and group['params'][0] is criterion.beta
+    assert torch.equal(criterion.beta.detach(), torch.full((5,), 1.2))
+
+
+def test_constant_beta_is_not_optimised():
+    criterion = MarginLoss(5, beta=1.1, beta_constant=True)
+    assert criterion.param_groups(1e-5) == [] and list(criterion.parameters()) == []
+    embeddings, labels = random_batch(5, 2, seed=4)
+    triplets = distance_weighted_triplets(embeddings, labels, generator=torch.Generator().manual_seed(0))
+    as_list = list(zip(*(index.tolist() for index in triplets)))
+    expected = margin_reference(embeddings, labels, as_list, torch.full((5,), 1.1, dtype=torch.float64), 0.2, 0.0)
+    torch.testing.assert_close(criterion.loss_for_triplets(embeddings, labels, *triplets), expected, rtol=1e-6, atol=0)
+
+
+def test_half_precision_input_gives_float32_loss():
+    embeddings, labels = random_batch(4, 4, seed=5)
+    loss = MarginLoss(4)(embeddings.detach().to(torch.bfloat16), labels)
+    assert loss.dtype == torch.float32

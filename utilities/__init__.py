@@ -1,0 +1,1 @@
+"""Logging, checkpoints, seeding and devices, plots, and error reporting."""

@@ -1,0 +1,22 @@
+"""Console and run-folder logging."""
+import logging
+import os
+import sys
+
+
+def setup_logging(folder=None):
+    """Log INFO to stdout and, with a run folder, append to <folder>/log.txt."""
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if folder is not None:
+        handlers.append(logging.FileHandler(os.path.join(folder, 'log.txt'), encoding='utf-8'))
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s',
+                        datefmt='%H:%M:%S', handlers=handlers, force=True)
+
+
+def epoch_line(entry):
+    """'epoch 3 | loss 0.8123 | e_recall@1 0.5120 | ...' for the log."""
+    parts = [f'epoch {entry["epoch"]}']
+    for key, value in entry.items():
+        if key != 'epoch':
+            parts.append(f'{key} {value:.4f}' if isinstance(value, float) else f'{key} {value}')
+    return ' | '.join(parts)

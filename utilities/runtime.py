@@ -1,0 +1,64 @@
+"""Devices, seeding, and the random-number-generator states that a resumed run must get back."""
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+
+from utilities.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def select_device(gpu_ids):
+    """cuda:<first --gpu> when CUDA is available, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device('cpu')
+    index = gpu_ids[0]
+    if not 0 <= index < torch.cuda.device_count():
+        raise UserError(f'--gpu {index} does not exist: this machine has {torch.cuda.device_count()} GPU(s), '
+                        f'numbered from 0')
+    torch.cuda.set_device(index)
+    return torch.device('cuda', index)
+
+
+def seed_everything(seed, deterministic=False):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def rng_states():
+    """Python, numpy and torch (CPU and CUDA) generator states, as tensors and plain values."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    states = {
+        'python': random.getstate(),
+        'numpy': {'kind': kind, 'keys': torch.from_numpy(keys.astype(np.int64)), 'position': int(position),
+                  'has_gauss': int(has_gauss), 'cached': float(cached)},
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states):
+    random.setstate(to_tuples(states['python']))
+    numpy_state = states['numpy']
+    np.random.set_state((numpy_state['kind'], numpy_state['keys'].numpy().astype(np.uint32),
+                         numpy_state['position'], numpy_state['has_gauss'], numpy_state['cached']))
+    torch.set_rng_state(states['torch'])
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states['cuda'])
+
+
+def to_tuples(value):
+    """random.setstate needs tuples where a round trip through a checkpoint may give lists."""
+    return tuple(to_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

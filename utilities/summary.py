@@ -1,0 +1,60 @@
+"""The record of a run: per-epoch history, best value and epoch per metric; summary.json and metrics.csv."""
+import csv
+import io
+import os
+
+from utilities.files import atomic_write_json, atomic_write_text
+
+LOWER_IS_BETTER = ('loss',)
+
+
+class RunSummary:
+    """History of epoch entries (plain dicts) plus the best value and epoch of every metric."""
+
+    def __init__(self, metric_names, history=None, config=None):
+        self.metric_names = list(metric_names)
+        self.history = list(history or [])
+        self.config = config or {}
+
+    def add_epoch(self, entry):
+        self.history.append(dict(entry))
+
+    def best_epochs(self):
+        """metric name -> (best value, epoch of it); ties keep the earliest epoch."""
+        best = {}
+        for entry in self.history:
+            for name in self.metric_names:
+                value = entry.get(name)
+                if value is not None and (name not in best or value > best[name][0]):
+                    best[name] = (value, entry['epoch'])
+        return best
+
+    def improved(self, name):
+        """Whether the newest epoch set a new best for `name`."""
+        best = self.best_epochs().get(name)
+        return best is not None and best[1] == self.history[-1]['epoch']
+
+    def to_dict(self):
+        best = self.best_epochs()
+        return {'config': self.config, 'history': self.history,
+                'best': {name: value for name, (value, _) in best.items()},
+                'best_epoch': {name: epoch for name, (_, epoch) in best.items()}}
+
+    @classmethod
+    def from_dict(cls, record, metric_names):
+        return cls(metric_names, history=record['history'], config=record.get('config'))
+
+    def save(self, folder):
+        """Rewrite summary.json and metrics.csv atomically."""
+        atomic_write_json(os.path.join(folder, 'summary.json'), self.to_dict())
+        atomic_write_text(os.path.join(folder, 'metrics.csv'), self.csv_text())
+
+    def csv_text(self):
+        columns = []
+        for entry in self.history:
+            columns += [key for key in entry if key not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator='\n')
+        writer.writeheader()
+        writer.writerows(self.history)
+        return buffer.getvalue()

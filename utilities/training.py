@@ -1,0 +1,76 @@
+"""One training epoch: student forward, teacher forward when the distillation term is on, loss, step."""
+import logging
+import time
+from dataclasses import dataclass, asdict
+
+import torch
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, epoch, step):
+        super().__init__(f'the loss became non-finite in epoch {epoch}, step {step}')
+        self.epoch, self.step = epoch, step
+
+
+@dataclass
+class EpochProgress:
+    """What an epoch has done so far; saved in a mid-epoch checkpoint so an interrupted epoch can go on."""
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_rank_sum: float = 0.0
+    loss_kd_sum: float = 0.0
+    trained_steps: int = 0
+    skipped_nonfinite: int = 0
+    train_time_s: float = 0.0
+
+    def record(self, loss, terms):
+        self.trained_steps += 1
+        self.loss_sum += loss
+        self.loss_rank_sum += float(terms.get('loss_rank', loss))
+        self.loss_kd_sum += float(terms.get('loss_kd', 0.0))
+
+    def averages(self):
+        n = max(self.trained_steps, 1)
+        return {'loss': self.loss_sum / n, 'loss_rank': self.loss_rank_sum / n, 'loss_kd': self.loss_kd_sum / n,
+                'skipped_nonfinite': self.skipped_nonfinite, 'train_time_s': self.train_time_s}
+
+    def state_dict(self):
+        return asdict(self)
+
+
+def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch, progress, stop, skip_nonfinite):
+    """Train on the loader's batches from progress.step on; stops early when `stop.requested` is set."""
+    model.train()
+    with_teacher = criterion.needs_teacher(epoch)
+    started = time.perf_counter()
+    batches = tqdm(loader, desc=f'epoch {epoch}', initial=progress.step, total=progress.step + len(loader),
+                   leave=False, disable=None)
+    for labels, images, _ in batches:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        embeddings = model(images)
+        teacher_embeddings = None
+        if with_teacher:
+            with torch.no_grad():
+                teacher_embeddings = teacher(images)
+        loss = criterion(embeddings, labels, teacher_batch=teacher_embeddings, epoch=epoch)
+        loss_value = loss.item()
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            if not skip_nonfinite:
+                raise NonFiniteLoss(epoch, progress.step)
+            progress.skipped_nonfinite += 1
+            logger.warning('skipped a non-finite loss in epoch %d, step %d', epoch, progress.step)
+        else:
+            loss.backward()
+            optimizer.step()
+            progress.record(loss_value, criterion.terms)
+        progress.step += 1
+        batches.set_postfix(loss=f'{loss_value:.4f}')
+        if stop.requested:
+            break
+    progress.train_time_s += time.perf_counter() - started
+    return progress
