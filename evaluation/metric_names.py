@@ -44,7 +44,7 @@ class MetricRequest:
 
 
 def default_metrics(dataset):
-    """The metrics reported for `dataset`: the paper's Recall@K ladder, NMI, F1 (not on SOP), MAP@R."""
+    """The metrics reported for `dataset`: the paper's Recall@K, NMI, F1 (not on SOP), MAP@R."""
     if dataset == 'online_products':
         return list(_ONLINE_PRODUCTS_METRICS)
     return list(_SMALL_DATASET_METRICS)

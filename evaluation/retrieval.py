@@ -30,7 +30,7 @@ def retrieval_metrics(features, labels, *, recall_ks=(), map_at_r=False, map_ks=
     for start in range(0, n_samples, chunk_size):
         queries = torch.arange(start, min(start + chunk_size, n_samples), device=features.device)
         sims = torch.matmul(features[queries], features.T, out=sims_buffer[:len(queries)])
-        sims[torch.arange(len(queries)), queries] = -torch.inf
+        sims[torch.arange(len(queries), device=features.device), queries] = -torch.inf
         if map_at_r or map_ks:
             precisions_at_hits.append(_precisions_at_hits(sims, queries, classes, map_depth))
         if recall_ks:  # last: it overwrites `sims`
@@ -65,11 +65,11 @@ class _ClassIndex:
         self.max_relevant = int(self.n_relevant.max())
 
     def same_class_samples(self, queries):
-        """(Q x W) indices of the samples in each query's class (self included), and a validity mask."""
+        """(Q x W) indices of each query's class members (self included), and which are real."""
         sizes = self.class_size[self.class_of[queries]]
         offsets = torch.arange(int(sizes.max()), device=queries.device)
         valid = offsets < sizes[:, None]
-        slots = (self.class_start[self.class_of[queries]][:, None] + offsets)
+        slots = self.class_start[self.class_of[queries]][:, None] + offsets
         return self.members[slots.clamp_max(len(self.members) - 1)], valid
 
 
@@ -97,7 +97,7 @@ def _precisions_at_hits(sims, queries, classes, depth):
 
 
 def _mean_average_precision(precisions_at_hits, normaliser, cutoff):
-    """Mean over queries with normaliser > 0 of sum(precision at hits within cutoff) / normaliser."""
+    """Mean over queries with normaliser > 0 of (sum of precisions within cutoff) / normaliser."""
     within_cutoff = torch.arange(precisions_at_hits.shape[1],
                                  device=precisions_at_hits.device) < cutoff[:, None]
     average_precision = (precisions_at_hits * within_cutoff).sum(1) / normaliser

@@ -16,7 +16,7 @@ def normalised_random_features(n, dim=8, seed=0):
 
 
 def clustered_labels(n, n_classes, seed=0, singletons=0):
-    """Labels of n samples in n_classes classes of >= 2 samples, plus `singletons` one-sample classes."""
+    """n labels: n_classes classes of >= 2 samples, plus `singletons` one-sample classes."""
     rng = np.random.default_rng(seed)
     shared = np.concatenate([np.arange(n_classes).repeat(2),
                              rng.integers(0, n_classes, n - 2 * n_classes - singletons)])
@@ -36,7 +36,7 @@ def brute_force_recall(features, labels, k):
 
 
 def brute_force_map(features, labels, cutoff=None):
-    """MAP@R (cutoff None) or MAP@cutoff with normaliser min(R, cutoff), straight from the definition."""
+    """MAP@R (cutoff None) or MAP@cutoff, normaliser min(R, cutoff), from the definition."""
     average_precisions = []
     for query, row in enumerate(ranked_neighbours(features)):
         n_relevant = np.sum(labels == labels[query]) - 1

@@ -1,0 +1,57 @@
+"""Helpers for tests that run main.py and Test_pretrained_models.py, in-process or as a subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIME_KEYS = ('train_time_s', 'eval_time_s')
+
+
+def run_script(script, *args, timeout=300, env=None):
+    """Run a repository script as a user would; returns the CompletedProcess (text)."""
+    environment = {**os.environ, 'WANDB_MODE': 'disabled', **(env or {})}
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_main(*args):
+    """main.main in-process; a UserError comes back as the SystemExit that the command line would give."""
+    import main
+    from utilities.errors import UserError, exit_with
+
+    try:
+        return main.main([str(a) for a in args])
+    except UserError as error:
+        with pytest.raises(SystemExit) as stop:
+            exit_with(error)
+        return stop.value.code
+
+
+def read_summary(folder):
+    with open(os.path.join(folder, 'summary.json')) as stream:
+        return json.load(stream)
+
+
+def comparable(history):
+    """A summary history without the wall-clock fields."""
+    return [{k: v for k, v in entry.items() if k not in TIME_KEYS} for entry in history]
+
+
+def tiny_run_flags(source, save_path, **overrides):
+    """A small CPU run on a generated cub200 folder: resnet18 at 32 px, 2 classes x 4 images a batch."""
+    flags = {'--dataset': 'cub200', '--source': source, '--save_path': save_path, '--arch': 'resnet18_normalize',
+             '--not_pretrained': None, '--image_size': 32, '--bs': 8, '--samples_per_class': 4, '--n_epochs': 2,
+             '--kernels': 0, '--embed_dim': 16, '--lr': 1e-3, '--group': 'tiny', '--PSD': None, '--OBDP': None,
+             '--kd_lambda': 10}
+    flags.update(overrides)
+    args = []
+    for flag, value in flags.items():
+        if value is False:
+            continue
+        args.append(flag)
+        if value is not None:
+            args += value if isinstance(value, list) else [str(value)]
+    return args

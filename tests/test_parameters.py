@@ -1,0 +1,69 @@
+import pytest
+
+import parameters
+from utilities.errors import UserError
+
+ORIGINAL_DEFAULTS = {
+    'lr': 1e-5, 'decay': 4e-4, 'bs': 112, 'n_epochs': 150, 'embed_dim': 128, 'arch': 'resnet50_frozen_normalize',
+    'samples_per_class': 2, 'loss_multisimilarity_pos_weight': 2, 'loss_multisimilarity_neg_weight': 40,
+    'loss_multisimilarity_margin': 0.1, 'loss_multisimilarity_thresh': 0.5, 'kd_tau': 1, 'kd_lambda': 75,
+    'diffusion_w': 0.99, 'diffusion_tau': 1, 'tau': [1000], 'gamma': 0.3, 'optim': 'adam', 'kernels': 6,
+    'save_path': 'Training_Results', 'loss': 'multisimilarity_obd_sd', 'image_size': 224, 'fc_lr': -1,
+    'augmentation': 'base', 'PSD': False, 'OBDP': False, 'dry_run': False,
+}
+
+
+def test_defaults_are_the_original_ones():
+    opt = parameters.build_parser().parse_args([])
+    assert {k: getattr(opt, k) for k in ORIGINAL_DEFAULTS} == ORIGINAL_DEFAULTS
+
+
+def test_source_prefix_sets_source_path():
+    assert parameters.build_parser().parse_args(['--source', '/data/cub200']).source_path == '/data/cub200'
+
+
+def test_dataset_metric_defaults():
+    cub = parameters.parse_args(['--dataset', 'cub200'])
+    sop = parameters.parse_args(['--dataset', 'online_products'])
+    assert cub.evaluation_metrics == ['e_recall@1', 'e_recall@2', 'e_recall@4', 'e_recall@8', 'nmi', 'f1', 'mAP@R']
+    assert sop.evaluation_metrics == ['e_recall@1', 'e_recall@10', 'e_recall@100', 'e_recall@1000', 'nmi', 'mAP@R']
+    explicit = parameters.parse_args(['--dataset', 'cub200', '--evaluation_metrics', 'e_recall@1', 'nmi'])
+    assert explicit.evaluation_metrics == ['e_recall@1', 'nmi']
+
+
+def test_digits_defaults_only_where_the_user_set_nothing():
+    opt = parameters.parse_args(['--dataset', 'digits', '--bs', '24', '--arch', 'resnet34_normalize'])
+    assert opt.bs == 24 and opt.arch == 'resnet34_normalize'
+    assert opt.not_pretrained and opt.image_size == 32 and opt.samples_per_class == 8
+    assert 'bs' not in opt.applied_defaults and opt.applied_defaults['image_size'] == 32
+    assert parameters.parse_args(['--dataset', 'cub200']).applied_defaults == {}
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--bs', '111'], 'not divisible by --samples_per_class'),
+    (['--samples_per_class', '1', '--bs', '10'], 'at least 2'),
+    (['--diffusion_w', '1.0'], r'\[0, 1\)'),
+    (['--diffusion_w', '-0.1'], r'\[0, 1\)'),
+    (['--kd_tau', '0'], '--kd_tau must be positive'),
+    (['--embed_dim', '0'], '--embed_dim must be positive'),
+    (['--n_epochs', '0'], '--n_epochs must be at least 1'),
+    (['--loss', 'arcface'], 'unknown --loss'),
+    (['--arch', 'vgg16'], 'unknown --arch'),
+    (['--dataset', 'imagenet'], 'unknown --dataset'),
+    (['--evaluation_metrics', 'e_recall@1', 'recall@x'], 'recall@x'),
+    (['--storage_metrics', 'f1', '--evaluation_metrics', 'nmi'], 'not among --evaluation_metrics'),
+    (['--OBDP'], 'add --PSD'),
+    (['--PSD', '--loss', 'margin'], 'margin_obd_sd'),
+    (['--tv_split_perc', '1.5'], 'tv_split_perc'),
+])
+def test_bad_values_are_user_errors(args, message):
+    with pytest.raises(UserError, match=message):
+        parameters.parse_args(args)
+
+
+def test_parser_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parameters.build_parser(prog='main.py').parse_args(['--bs', 'many'])
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--bs" in lines[0]

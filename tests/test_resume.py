@@ -1,0 +1,137 @@
+"""Interrupted runs, resumed, end with the same history as runs left alone (--deterministic, CPU)."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import main
+from runs import ROOT, comparable, read_summary, run_main, run_script, tiny_run_flags
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    """5 training classes x 8 images: 5 steps an epoch at --bs 8."""
+    from conftest import fill_class_folder
+    import numpy as np
+
+    root = tmp_path_factory.mktemp('resume_data') / 'cub200'
+    rng = np.random.default_rng(5)
+    for k in range(10):
+        fill_class_folder(root / 'images' / f'{k + 1:03d}.Bird_{k}', 8, 16, rng, mode_offset=k)
+    return root
+
+
+def flags(data, save_path, group):
+    return tiny_run_flags(data, save_path, **{'--n_epochs': EPOCHS, '--group': group, '--deterministic': None})
+
+
+@pytest.fixture(scope='module')
+def reference(data, tmp_path_factory):
+    """The history of the run left alone."""
+    save_path = tmp_path_factory.mktemp('reference')
+    assert run_main(*flags(data, save_path, 'alone')) == 0
+    return comparable(read_summary(save_path / 'cub200' / 'alone')['history'])
+
+
+def assert_same_history(history, reference):
+    history = comparable(history)
+    assert [entry['epoch'] for entry in history] == [entry['epoch'] for entry in reference]
+    for got, expected in zip(history, reference):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert math.isclose(got[key], expected[key], rel_tol=1e-6, abs_tol=1e-9), (got['epoch'], key)
+
+
+class StopAfterChecks:
+    """Stands in for StopSignals: 'receives SIGTERM' after a given number of checks (mid-epoch, deterministically)."""
+
+    def __init__(self, checks):
+        self.left = checks
+        self.exit_code = 143
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @property
+    def requested(self):
+        self.left -= 1
+        return 'SIGTERM' if self.left < 0 else None
+
+
+def test_stop_mid_epoch_then_resume_matches(data, reference, tmp_path, monkeypatch):
+    # epoch 0 makes 7 checks (5 steps + 2 after it): the 10th check is in the middle of epoch 1
+    monkeypatch.setattr(main, 'StopSignals', lambda: StopAfterChecks(9))
+    assert run_main(*flags(data, tmp_path, 'cut')) == 143
+    folder = tmp_path / 'cub200' / 'cut'
+    state = torch.load(folder / 'last.pth', weights_only=True)['training_state']
+    assert state['epoch'] == 1 and state['progress']['step'] == 3 and 'teacher' in state
+    monkeypatch.undo()
+    assert run_main('--resume', folder) == 0
+    assert_same_history(read_summary(folder)['history'], reference)
+    assert (folder / 'metrics.csv').read_text().count('\n') == EPOCHS + 1
+
+
+def wait_for(path, process, timeout=240):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, f'{path} never appeared'
+        time.sleep(0.02)
+
+
+def start(data, save_path, group):
+    environment = {**os.environ, 'WANDB_MODE': 'disabled'}
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), *map(str, flags(data, save_path, group))],
+                            cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_after_first_epoch_then_resume_matches(data, reference, tmp_path):
+    folder = tmp_path / 'cub200' / 'killed'
+    process = start(data, tmp_path, 'killed')
+    wait_for(folder / 'last.pth', process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    summary_before = read_summary(folder)['history'] if (folder / 'summary.json').exists() else []
+    assert len(summary_before) < EPOCHS
+    result = run_script('main.py', '--resume', folder)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_same_history(read_summary(folder)['history'], reference)
+
+
+def test_sigterm_saves_prints_resume_command_and_exits_nonzero(data, reference, tmp_path):
+    folder = tmp_path / 'cub200' / 'preempted'
+    process = start(data, tmp_path, 'preempted')
+    wait_for(folder / 'last.pth', process)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=240)
+    if process.returncode == 0:
+        pytest.skip('the run finished before the signal arrived')
+    assert process.returncode == 128 + signal.SIGTERM
+    assert f'--resume {folder}' in stdout + stderr
+    torch.load(folder / 'last.pth', weights_only=True)
+    result = run_script('main.py', '--resume', 'auto', '--dataset', 'cub200', '--group', 'preempted',
+                        '--save_path', tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_same_history(read_summary(folder)['history'], reference)
+
+
+def test_resume_refuses_a_changed_model_flag_and_a_finished_run(data, tmp_path):
+    assert run_main(*tiny_run_flags(data, tmp_path, **{'--n_epochs': 1})) == 0
+    folder = tmp_path / 'cub200' / 'tiny'
+    before = {name: (folder / name).read_bytes() for name in os.listdir(folder) if (folder / name).is_file()}
+    assert run_main('--resume', folder, '--embed_dim', '32') == 2
+    assert run_main('--resume', folder) == 2
+    after = {name: (folder / name).read_bytes() for name in os.listdir(folder) if (folder / name).is_file()}
+    assert before == after
+    assert run_main('--resume', folder, '--n_epochs', '2') == 0
+    assert len(read_summary(folder)['history']) == 2

@@ -1,0 +1,81 @@
+"""End-to-end training runs on tiny generated datasets, on the CPU."""
+import os
+import re
+import shlex
+
+import torch
+
+from runs import ROOT, read_summary, run_main, run_script, tiny_run_flags
+
+
+def paper_command(group):
+    """The argv of a Sample_Runs/SampleRuns.sh command, by its --group."""
+    text = open(os.path.join(ROOT, 'Sample_Runs', 'SampleRuns.sh')).read().replace('\\\n', ' ')
+    for line in text.splitlines():
+        if line.startswith('python main.py') and f'--group {group} ' in line:
+            return shlex.split(line)[2:]
+    raise AssertionError(f'no command of group {group}')
+
+
+def test_paper_cub_obdsd_command_runs_on_cpu(make_cub200, tmp_path):
+    data = make_cub200(n_classes=112, per_class=2, image_size=16)
+    args = [a.replace('$datapath', str(data.parent)) for a in paper_command('CUB_MS_obdsd_e150_lamda-1000.0_d-w0.3')]
+    args += ['--not_pretrained', '--image_size', '32', '--n_epochs', '2', '--kernels', '0', '--save_path', tmp_path]
+    result = run_script('main.py', *args, env={'WANDB_MODE': 'offline'})
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = tmp_path / 'cub200' / 'CUB_MS_obdsd_e150_lamda-1000.0_d-w0.3'
+    summary = read_summary(folder)
+    history = summary['history']
+    assert [entry['epoch'] for entry in history] == [0, 1]
+    assert history[0]['loss_kd'] == 0 and history[1]['loss_kd'] > 0
+    for entry in history:
+        assert {'loss', 'loss_rank', 'train_time_s', 'eval_time_s', 'e_recall@1', 'e_recall@8', 'nmi', 'f1',
+                'mAP@R'} <= set(entry)
+        assert 0 <= entry['e_recall@1'] <= entry['e_recall@2'] <= entry['e_recall@8'] <= 1
+    assert set(summary['best']) == {'e_recall@1', 'nmi'} and set(summary['best_epoch']) == {'e_recall@1', 'nmi'}
+    for name in ('best_e_recall@1.pth', 'best_nmi.pth', 'last.pth'):
+        checkpoint = torch.load(folder / name, weights_only=True)
+        assert checkpoint['config']['arch'] == 'resnet50_normalize_frozen'
+        assert checkpoint['state_dict']['model.last_linear.weight'].shape == (128, 2048)
+    assert (folder / 'metrics.csv').read_text().count('\n') == 3
+    assert (folder / 'curves.png').stat().st_size > 0
+    assert os.listdir(folder / 'wandb'), 'W&B logged offline into the run folder'
+
+
+def test_digits_demo_reports_recall_every_epoch(tmp_path):
+    result = run_script('main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', '2',
+                        '--source', tmp_path / 'digits', '--save_path', tmp_path / 'runs')
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'defaults applied where you set nothing' in result.stdout
+    recalls = re.findall(r'epoch (\d) \|.*e_recall@1 ([0-9.]+)', result.stdout)
+    assert [epoch for epoch, _ in recalls] == ['0', '1']
+    assert all(float(value) > 0.5 for _, value in recalls), 'digits are easy: recall well above chance'
+
+
+def test_runs_never_overwrite_an_existing_run(make_cub200, tmp_path):
+    data = make_cub200(n_classes=6, per_class=4)
+    flags = tiny_run_flags(data, tmp_path, **{'--n_epochs': 1})
+    assert run_main(*flags) == 0
+    first = read_summary(tmp_path / 'cub200' / 'tiny')
+    assert run_main(*flags) == 0
+    assert read_summary(tmp_path / 'cub200' / 'tiny') == first
+    assert (tmp_path / 'cub200' / 'tiny_1' / 'summary.json').exists()
+
+
+def test_psd_without_obdp_and_validation_split(make_cub200, tmp_path):
+    data = make_cub200(n_classes=10, per_class=4)
+    flags = tiny_run_flags(data, tmp_path, **{'--OBDP': False, '--use_tv_split': None, '--tv_split_perc': 0.6,
+                                               '--evaluation_metrics': ['e_recall@1', 'nmi', 'mAP@R']})
+    assert run_main(*flags) == 0
+    history = read_summary(tmp_path / 'cub200' / 'tiny')['history']
+    assert history[1]['loss_kd'] > 0
+    assert {'val_e_recall@1', 'val_nmi', 'val_mAP@R', 'e_recall@1'} <= set(history[1])
+
+
+def test_other_losses_train(make_cub200, tmp_path):
+    data = make_cub200(n_classes=6, per_class=4)
+    for loss in ('margin_obd_sd', 'triplet', 'contrastive'):
+        extra = {'--PSD': False, '--OBDP': False} if not loss.endswith('_obd_sd') else {}
+        flags = tiny_run_flags(data, tmp_path, **{'--loss': loss, '--n_epochs': 1, '--group': loss, **extra})
+        assert run_main(*flags) == 0
+        assert len(read_summary(tmp_path / 'cub200' / loss)['history']) == 1
