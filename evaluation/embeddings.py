@@ -18,7 +18,7 @@ def extract_embeddings(model, loader, device):
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                     enabled=device.type == 'cuda'):
-            for batch_labels, images, _ in tqdm(loader, desc='Embedding', leave=False):
+            for batch_labels, images, _ in tqdm(loader, desc='Embedding', leave=False, disable=None):
                 output = model(images.to(device, non_blocking=True))
                 embeddings = output[0] if isinstance(output, (tuple, list)) else output
                 features.append(embeddings.float().cpu())

@@ -1,0 +1,85 @@
+"""Test_pretrained_models.py: the authors' evaluation commands on authors-layout checkpoints, and our own."""
+import json
+import os
+import re
+
+import torch
+
+import architectures
+import datasets
+import evaluation
+import parameters
+from authors_fixture import authors_checkpoint_module
+from runs import run_main, run_script, tiny_run_flags
+from utilities.checkpoint import load_weights
+
+PAPER_ARGS = ['--dataset', 'cub200', '--arch', 'resnet50_normalize_frozen_double', '--embed_dim', '128', '--PSD', '--OBDP']
+
+
+def write_authors_checkpoints(root, setting, dataset):
+    """Recall and NMI net.pth files in the authors' layout (the NMI one with another head)."""
+    state = authors_checkpoint_module().make_state_dict()
+    paths = {}
+    for kind in ('Recall', 'NMI'):
+        folder = root / kind / setting / dataset
+        folder.mkdir(parents=True)
+        if kind == 'NMI':
+            state = dict(state, **{'model.last_linear.weight': state['model.last_linear.weight'].flip(0)})
+        paths[kind] = folder / 'net.pth'
+        torch.save(state, paths[kind])
+    return paths
+
+
+def reference_metrics(path, source, arch, metric_names):
+    """The same evaluation done by hand: load the weights, embed the test split, compute metrics."""
+    model = architectures.build(arch, 128, pretrained=False)
+    load_weights(model, str(path))
+    opt = parameters.parse_args(['--dataset', 'cub200', '--source', str(source), '--arch', arch])
+    loader = torch.utils.data.DataLoader(datasets.select(opt)['testing'], batch_size=16)
+    features, labels = evaluation.extract_embeddings(model, loader, 'cpu')
+    return evaluation.compute_metrics(features, labels, metric_names, seed=opt.seed)
+
+
+def test_paper_evaluation_command_on_authors_checkpoints(make_cub200, tmp_path):
+    data = make_cub200(n_classes=6, per_class=4)
+    paths = write_authors_checkpoints(tmp_path / 'Training_Results', 'OBDSD_d128', 'cub200')
+    out = tmp_path / 'results.json'
+    result = run_script('Test_pretrained_models.py', *PAPER_ARGS, '--source', data, '--kernels', '0',
+                        '--checkpoint_root', tmp_path / 'Training_Results', '--out', out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    recall = float(re.search(r'^Recall@1: ([0-9.]+)$', result.stdout, re.M).group(1))
+    nmi = float(re.search(r'^NMI: ([0-9.]+)$', result.stdout, re.M).group(1))
+    metric_names = ['e_recall@1', 'e_recall@2', 'e_recall@4', 'e_recall@8', 'nmi', 'f1', 'mAP@R']
+    expected_recall = reference_metrics(paths['Recall'], data, PAPER_ARGS[3], metric_names)
+    expected_nmi = reference_metrics(paths['NMI'], data, PAPER_ARGS[3], metric_names)
+    assert abs(recall - expected_recall['e_recall@1']) < 1e-4 and abs(nmi - expected_nmi['nmi']) < 1e-4
+    written = json.loads(out.read_text())['results']
+    assert written['Recall']['metrics'] == expected_recall
+    assert written['NMI']['checkpoint'] == str(paths['NMI'])
+    assert 'mAP@R' in result.stdout and 'f1' in result.stdout
+
+
+def test_missing_released_checkpoint_names_path_and_source(make_cub200, tmp_path):
+    data = make_cub200(n_classes=6, per_class=4)
+    result = run_script('Test_pretrained_models.py', '--dataset', 'cub200', '--source', data, '--embed_dim', '512',
+                        '--PSD', '--OBDP', '--checkpoint_root', tmp_path)
+    assert result.returncode == 2
+    assert os.path.join(str(tmp_path), 'Recall', 'OBDSD_d512', 'cub200', 'net.pth') in result.stderr
+    assert 'dropbox' in result.stderr and 'Traceback' not in result.stderr
+    result = run_script('Test_pretrained_models.py', '--dataset', 'cub200', '--source', data, '--PSD',
+                        '--checkpoint_root', tmp_path)
+    assert os.path.join('Recall', 'PSD', 'cub200', 'net.pth') in result.stderr
+
+
+def test_our_checkpoint_evaluates_with_its_own_arch(make_cub200, tmp_path):
+    data = make_cub200(n_classes=6, per_class=4)
+    assert run_main(*tiny_run_flags(data, tmp_path, **{'--n_epochs': 1})) == 0
+    folder = tmp_path / 'cub200' / 'tiny'
+    summary = json.loads((folder / 'summary.json').read_text())
+    out = tmp_path / 'ours.json'
+    result = run_script('Test_pretrained_models.py', '--dataset', 'cub200', '--source', data, '--kernels', '0',
+                        '--image_size', '32', '--checkpoint', folder / 'best_e_recall@1.pth', '--out', out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads(out.read_text())['results']['checkpoint']
+    assert written['arch'] == 'resnet18_normalize' and written['embed_dim'] == 16
+    assert abs(written['metrics']['e_recall@1'] - summary['best']['e_recall@1']) < 1e-6
