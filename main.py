@@ -26,7 +26,7 @@ from utilities.plots import plot_history
 from utilities.resume import options_for_resume, restore_training_state, training_state
 from utilities.run_folder import LAST_CHECKPOINT, new_run_folder, resume_checkpoint
 from utilities.runtime import seed_everything, select_device
-from utilities.stop_signals import StopSignals
+from utilities.stop_signals import StopSignals, ignore_stop_signals
 from utilities.summary import RunSummary
 from utilities.teacher import make_teacher, refresh_teacher
 from utilities.training import EpochProgress, NonFiniteLoss, train_one_epoch
@@ -137,7 +137,8 @@ def make_loader(dataset, workers, device, batch_sampler=None, batch_size=None):
     batching = {'batch_sampler': batch_sampler} if batch_sampler is not None else {'batch_size': batch_size}
     # A private generator keeps the global torch RNG untouched by loader iteration (bit-exact resume).
     return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=device.type == 'cuda',
-                                       persistent_workers=workers > 0, generator=torch.Generator(), **batching)
+                                       persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals,
+                                       generator=torch.Generator(), **batching)
 
 
 def evaluate(model, loaders, device, opt):

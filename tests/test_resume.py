@@ -89,10 +89,11 @@ def wait_for(path, process, timeout=240):
         time.sleep(0.02)
 
 
-def start(data, save_path, group):
+def start(data, save_path, group, *extra):
     environment = {**os.environ, 'WANDB_MODE': 'disabled'}
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), *map(str, flags(data, save_path, group))],
-                            cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, os.path.join(ROOT, 'main.py'), *map(str, flags(data, save_path, group)), *extra]
+    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
 
 
 def test_sigkill_after_first_epoch_then_resume_matches(data, reference, tmp_path):
@@ -108,11 +109,12 @@ def test_sigkill_after_first_epoch_then_resume_matches(data, reference, tmp_path
     assert_same_history(read_summary(folder)['history'], reference)
 
 
-def test_sigterm_saves_prints_resume_command_and_exits_nonzero(data, reference, tmp_path):
+def test_sigterm_to_the_process_group_saves_and_prints_resume_command(data, reference, tmp_path):
+    """Cluster pre-emption: SIGTERM reaches the run and its data-loading workers alike."""
     folder = tmp_path / 'cub200' / 'preempted'
-    process = start(data, tmp_path, 'preempted')
+    process = start(data, tmp_path, 'preempted', '--kernels', '1')
     wait_for(folder / 'last.pth', process)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=240)
     if process.returncode == 0:
         pytest.skip('the run finished before the signal arrived')

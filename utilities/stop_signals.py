@@ -33,3 +33,12 @@ class StopSignals:
     @property
     def exit_code(self):
         return 128 + signal.Signals[self.requested].value if self.requested else 0
+
+
+def ignore_stop_signals(worker_id):
+    """DataLoader worker_init_fn: workers leave SIGINT/SIGTERM to the main process, which stops them after saving.
+
+    A cluster's SIGTERM reaches the whole process group; a worker it killed would crash the step in progress.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
