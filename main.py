@@ -82,7 +82,7 @@ def main(argv=None):
             sampler.set_epoch(epoch, start_batch=progress.step)
             try:
                 progress = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch,
-                                           progress, stop, opt.skip_nonfinite)
+                                           progress, stop, opt.skip_nonfinite, amp=opt.amp)
             except NonFiniteLoss as error:
                 raise UserError(f'{error}; the last good checkpoint is kept in {folder}; lower --lr, or pass '
                                 f'--skip_nonfinite to skip such batches') from None

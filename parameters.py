@@ -108,6 +108,8 @@ def add_optimisation_flags(group):
     group.add_argument('--seed', type=int, default=1)
     group.add_argument('--deterministic', action='store_true',
                        help='Deterministic algorithms (bit-exact resume on the CPU; slower).')
+    group.add_argument('--amp', action='store_true',
+                       help='Run the networks in bfloat16 autocast (the losses stay float32).')
     group.add_argument('--skip_nonfinite', action='store_true',
                        help='Skip batches whose loss is not finite instead of stopping the run.')
 

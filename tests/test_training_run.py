@@ -79,3 +79,22 @@ def test_other_losses_train(make_cub200, tmp_path):
         flags = tiny_run_flags(data, tmp_path, **{'--loss': loss, '--n_epochs': 1, '--group': loss, **extra})
         assert run_main(*flags) == 0
         assert len(read_summary(tmp_path / 'cub200' / loss)['history']) == 1
+
+
+def test_bfloat16_autocast_run_keeps_float32_losses(make_cub200, tmp_path, monkeypatch):
+    from criteria.obd_sd import ObdSdLoss
+
+    seen = []
+    original = ObdSdLoss.forward
+
+    def recording(self, batch, labels, teacher_batch=None, epoch=0):
+        loss = original(self, batch, labels, teacher_batch=teacher_batch, epoch=epoch)
+        seen.append((batch.dtype, None if teacher_batch is None else teacher_batch.dtype, loss.dtype))
+        return loss
+
+    monkeypatch.setattr(ObdSdLoss, 'forward', recording)
+    data = make_cub200(n_classes=6, per_class=4)
+    assert run_main(*tiny_run_flags(data, tmp_path, **{'--amp': None})) == 0
+    history = read_summary(tmp_path / 'cub200' / 'tiny')['history']
+    assert history[1]['loss_kd'] > 0 and all(entry['loss'] == entry['loss'] for entry in history)
+    assert set(seen) == {(torch.bfloat16, None, torch.float32), (torch.bfloat16, torch.bfloat16, torch.float32)}

@@ -41,8 +41,12 @@ class EpochProgress:
         return asdict(self)
 
 
-def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch, progress, stop, skip_nonfinite):
-    """Train on the loader's batches from progress.step on; stops early when `stop.requested` is set."""
+def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch, progress, stop, skip_nonfinite,
+                    amp=False):
+    """Train on the loader's batches from progress.step on; stops early when `stop.requested` is set.
+
+    amp: the networks run in bfloat16 autocast; the criterion computes in float32 whatever it is given.
+    """
     model.train()
     with_teacher = criterion.needs_teacher(epoch)
     started = time.perf_counter()
@@ -51,11 +55,12 @@ def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch,
     for labels, images, _ in batches:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        embeddings = model(images)
-        teacher_embeddings = None
-        if with_teacher:
-            with torch.no_grad():
-                teacher_embeddings = teacher(images)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            embeddings = model(images)
+            teacher_embeddings = None
+            if with_teacher:
+                with torch.no_grad():
+                    teacher_embeddings = teacher(images)
         loss = criterion(embeddings, labels, teacher_batch=teacher_embeddings, epoch=epoch)
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
