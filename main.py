@@ -78,38 +78,43 @@ def main(argv=None):
                 opt.n_classes, opt.arch, device)
 
     with StopSignals() as stop:
-        for epoch in range(start_epoch, opt.n_epochs):
-            sampler.set_epoch(epoch, start_batch=progress.step)
-            try:
-                progress = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch,
-                                           progress, stop, opt.skip_nonfinite, amp=opt.amp)
-            except NonFiniteLoss as error:
-                raise UserError(f'{error}; the last good checkpoint is kept in {folder}; lower --lr, or pass '
-                                f'--skip_nonfinite to skip such batches') from None
-            if stop.requested:
-                save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, opt, epoch, progress,
+        try:
+            for epoch in range(start_epoch, opt.n_epochs):
+                sampler.set_epoch(epoch, start_batch=progress.step)
+                try:
+                    progress = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch,
+                                               progress, stop, opt.skip_nonfinite, amp=opt.amp)
+                except NonFiniteLoss as error:
+                    raise UserError(f'{error}; the last good checkpoint is kept in {folder}; lower --lr, or pass '
+                                    f'--skip_nonfinite to skip such batches') from None
+                if stop.requested:
+                    save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch, progress,
+                                   online.run_id)
+                    return report_stop(stop, folder)
+                scheduler.step()
+                refresh_teacher(teacher, model)
+                entry = {'epoch': epoch, **progress.averages(), **evaluate(model, eval_loaders, device, opt)}
+                summary.add_epoch(entry)
+                progress = EpochProgress()
+                save_best(folder, model, summary, opt.storage_metrics, entry)
+                save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch + 1, progress,
                                online.run_id)
-                logger.warning('stopped by %s; continue with: python main.py --resume %s', stop.requested, folder)
-                return stop.exit_code
-            scheduler.step()
-            refresh_teacher(teacher, model)
-            entry = {'epoch': epoch, **progress.averages(), **evaluate(model, eval_loaders, device, opt)}
-            summary.add_epoch(entry)
-            progress = EpochProgress()
-            save_best(folder, model, summary, opt.storage_metrics, entry)
-            save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, opt, epoch + 1, progress,
-                           online.run_id)
-            summary.save(folder)
-            plot_history(summary.history, opt.evaluation_metrics, folder)
-            online.log(entry)
-            logger.info(epoch_line(entry))
-            if stop.requested:
-                logger.warning('stopped by %s after epoch %d; continue with: python main.py --resume %s',
-                               stop.requested, epoch, folder)
-                return stop.exit_code
-    online.finish()
+                summary.save(folder)
+                plot_history(summary.history, opt.evaluation_metrics, folder)
+                online.log(entry)
+                logger.info(epoch_line(entry))
+                if stop.requested and epoch + 1 < opt.n_epochs:
+                    return report_stop(stop, folder)
+        finally:
+            online.finish()
     logger.info('done: best %s', json.dumps(summary.to_dict()['best']))
     return 0
+
+
+def report_stop(stop, folder):
+    """Log how to continue a run stopped by a signal; the exit code that says why it stopped."""
+    logger.warning('stopped by %s; continue with: python main.py --resume %s', stop.requested, folder)
+    return stop.exit_code
 
 
 def run_name(opt):
@@ -159,7 +164,7 @@ def save_best(folder, model, summary, storage_metrics, entry):
             save_checkpoint(os.path.join(folder, f'best_{name}.pth'), model, summary.config, entry['epoch'], entry)
 
 
-def save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, opt, epoch, progress, online_id):
+def save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch, progress, online_id):
     state = training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id)
     metrics = summary.history[-1] if summary.history else {}
     save_checkpoint(os.path.join(folder, LAST_CHECKPOINT), model, summary.config, epoch, metrics, state)
