@@ -67,6 +67,7 @@ def main(argv=None):
     folder = os.path.dirname(os.path.abspath(resume_path)) if resumed else new_run_folder(
         opt.save_path, opt.dataset, run_name(opt))
     setup_logging(folder)
+    report_left_out(data)
     start_epoch, progress = 0, EpochProgress()
     if resumed:
         start_epoch, progress, summary, online_id = restore_training_state(
@@ -129,6 +130,14 @@ def dry_run(opt):
     print(json.dumps(config, indent=2))
     report_applied_defaults(opt, stream=print)
     return 0
+
+
+def report_left_out(data):
+    """Repeat in the run's log how many unreadable images the splits left out (each was named on loading)."""
+    for split in ('training', 'testing', 'validation'):
+        if data[split] is not None and data[split].left_out:
+            logger.warning('%s: left out %d unreadable images: %s', data[split].name, len(data[split].left_out),
+                           ', '.join(data[split].left_out))
 
 
 def report_applied_defaults(opt, stream=None):

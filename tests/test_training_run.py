@@ -98,3 +98,11 @@ def test_bfloat16_autocast_run_keeps_float32_losses(make_cub200, tmp_path, monke
     history = read_summary(tmp_path / 'cub200' / 'tiny')['history']
     assert history[1]['loss_kd'] > 0 and all(entry['loss'] == entry['loss'] for entry in history)
     assert set(seen) == {(torch.bfloat16, None, torch.float32), (torch.bfloat16, torch.bfloat16, torch.float32)}
+
+
+def test_corrupt_images_are_left_out_and_counted_in_the_run_log(make_cub200, tmp_path):
+    data = make_cub200(n_classes=6, per_class=4, corrupt=2, truncated=1)
+    assert run_main(*tiny_run_flags(data, tmp_path, **{'--n_epochs': 1})) == 0
+    log = (tmp_path / 'cub200' / 'tiny' / 'log.txt').read_text()
+    assert 'cub200 training: left out 2 unreadable images' in log
+    assert len(read_summary(tmp_path / 'cub200' / 'tiny')['history']) == 1
