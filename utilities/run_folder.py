@@ -32,8 +32,7 @@ def resume_checkpoint(resume, save_path, dataset, name):
     """--resume RUN_FOLDER | CHECKPOINT | auto -> path of the checkpoint to continue from."""
     if resume == 'auto':
         pattern = os.path.join(save_path, dataset, glob.escape(name) + '*', LAST_CHECKPOINT)
-        candidates = [path for path in glob.glob(pattern)
-                      if os.path.basename(os.path.dirname(path)) in {name} | same_name_runs(path, name)]
+        candidates = [path for path in glob.glob(pattern) if is_run_named(os.path.basename(os.path.dirname(path)), name)]
         if not candidates:
             raise UserError(f'--resume auto found no run of --dataset {dataset} --group {name} with a {LAST_CHECKPOINT} '
                             f'under {os.path.join(save_path, dataset)}; start it without --resume')
@@ -50,8 +49,7 @@ def resume_checkpoint(resume, save_path, dataset, name):
                     f'or auto')
 
 
-def same_name_runs(path, name):
-    """{folder name} when it is `name` followed by _<number> (the suffix new_run_folder adds)."""
-    folder = os.path.basename(os.path.dirname(path))
+def is_run_named(folder, name):
+    """Whether a run folder is `name` or `name_<number>` (the suffix new_run_folder adds)."""
     suffix = folder[len(name):]
-    return {folder} if suffix.startswith('_') and suffix[1:].isdigit() else set()
+    return folder.startswith(name) and (suffix == '' or (suffix.startswith('_') and suffix[1:].isdigit()))

@@ -1,5 +1,6 @@
 """One training epoch: student forward, teacher forward when the distillation term is on, loss, step."""
 import logging
+import math
 import time
 from dataclasses import dataclass, asdict
 
@@ -64,7 +65,7 @@ def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch,
         loss = criterion(embeddings, labels, teacher_batch=teacher_embeddings, epoch=epoch)
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if not math.isfinite(loss_value):
             if not skip_nonfinite:
                 raise NonFiniteLoss(epoch, progress.step)
             progress.skipped_nonfinite += 1
