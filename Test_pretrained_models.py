@@ -28,10 +28,11 @@ AUTHORS_MODELS = 'https://www.dropbox.com/sh/zjnzv5v5m68v6e8/AABP3TFV6YnaKGC3azF
 def build_parser():
     parser = parameters.build_parser(prog='Test_pretrained_models.py')
     group = parser.add_argument_group('checkpoints to evaluate')
-    group.add_argument('--checkpoint', default=None, help='Evaluate this one checkpoint (ours or the authors\').')
-    group.add_argument('--checkpoint_root', default='Training_Results',
+    group.add_argument('--checkpoint', default=None, type=os.path.expanduser,
+                       help='Evaluate this one checkpoint (ours or the authors\').')
+    group.add_argument('--checkpoint_root', default='Training_Results', type=os.path.expanduser,
                        help='Where the authors\' Recall/ and NMI/ folders were unpacked.')
-    group.add_argument('--out', default=None, help='Also write the results to this JSON file.')
+    group.add_argument('--out', default=None, type=os.path.expanduser, help='Also write the results to this JSON file.')
     return parser
 
 
@@ -69,6 +70,9 @@ def main(argv=None):
     opt = parameters.parse_args(argv, parser)
     explicit = parameters.explicit_flags(parser, argv)
     setup_logging()
+    out_folder = os.path.dirname(os.path.abspath(opt.out or '.'))
+    if not os.path.isdir(out_folder):
+        raise UserError(f'--out {opt.out}: the folder {out_folder} does not exist; create it first')
     metric_names = list(opt.evaluation_metrics)
     if opt.checkpoint:
         paths = {'checkpoint': opt.checkpoint}

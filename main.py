@@ -19,12 +19,14 @@ import evaluation
 import parameters
 from utilities.checkpoint import plain_config, read_checkpoint, save_checkpoint
 from utilities.errors import UserError, exit_with
+from utilities.files import FileWriteError
 from utilities.logs import epoch_line, setup_logging
 from utilities.online_log import OnlineLog
 from utilities.optimization import build_optimizer, build_scheduler
 from utilities.plots import plot_history
 from utilities.resume import options_for_resume, restore_training_state, training_state
-from utilities.run_folder import LAST_CHECKPOINT, new_run_folder, resume_checkpoint
+from utilities.run_folder import LAST_CHECKPOINT, last_checkpoint_note, new_run_folder, resume_checkpoint
+from utilities.run_lock import claim_run_folder
 from utilities.runtime import seed_everything, select_device
 from utilities.stop_signals import StopSignals, ignore_stop_signals
 from utilities.summary import RunSummary
@@ -66,6 +68,7 @@ def main(argv=None):
     summary = RunSummary(opt.storage_metrics, config=plain_config(opt))
     folder = os.path.dirname(os.path.abspath(resume_path)) if resumed else new_run_folder(
         opt.save_path, opt.dataset, run_name(opt))
+    lock = claim_run_folder(folder)
     setup_logging(folder)
     report_left_out(data)
     start_epoch, progress = 0, EpochProgress()
@@ -86,7 +89,7 @@ def main(argv=None):
                     progress = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch,
                                                progress, stop, opt.skip_nonfinite, amp=opt.amp)
                 except NonFiniteLoss as error:
-                    raise UserError(f'{error}; the last good checkpoint is kept in {folder}; lower --lr, or pass '
+                    raise UserError(f'{error}; {last_checkpoint_note(folder)}; lower --lr, or pass '
                                     f'--skip_nonfinite to skip such batches') from None
                 if stop.requested:
                     save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch, progress,
@@ -106,8 +109,14 @@ def main(argv=None):
                 logger.info(epoch_line(entry))
                 if stop.requested and epoch + 1 < opt.n_epochs:
                     return report_stop(stop, folder)
+        except evaluation.NonFiniteEmbeddings as error:
+            raise UserError(f'{error}; {last_checkpoint_note(folder)}') from None
+        except FileWriteError as error:
+            raise UserError(f'{error}; {last_checkpoint_note(folder)}: make room, then continue with --resume '
+                            f'{folder}') from None
         finally:
             online.finish()
+            lock.release()
     logger.info('done: best %s', json.dumps(summary.to_dict()['best']))
     return 0
 

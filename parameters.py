@@ -4,6 +4,8 @@ Flag names and defaults follow the original OBD-SD code so that its command line
 (`--source` is accepted as the prefix of `--source_path`).
 """
 import argparse
+import math
+import os
 import sys
 
 from utilities.errors import UserError
@@ -48,7 +50,7 @@ def build_parser(prog=None):
 
 def add_data_flags(group):
     group.add_argument('--dataset', default='cub200', help='cub200, cars196, online_products or digits (built in).')
-    group.add_argument('--source_path', default=None,
+    group.add_argument('--source_path', default=None, type=os.path.expanduser,
                        help='Dataset folder, or its parent (e.g. --source $datapath/cub200). Digits: a cache folder.')
     group.add_argument('--kernels', type=int, default=6, help='Data-loading worker processes.')
     group.add_argument('--bs', type=int, default=112, help='Batch size (bs / samples_per_class classes per batch).')
@@ -66,7 +68,8 @@ def add_network_flags(group):
                        help='Backbone with flags _frozen, _normalize, _double, e.g. resnet50_frozen_normalize_double.')
     group.add_argument('--embed_dim', type=int, default=128, help='Embedding dimension.')
     group.add_argument('--not_pretrained', action='store_true', help='Start from random weights instead of ImageNet.')
-    group.add_argument('--pretrained_path', default=None, help='Offline ImageNet weights file for the backbone.')
+    group.add_argument('--pretrained_path', default=None, type=os.path.expanduser,
+                       help='Offline ImageNet weights file for the backbone.')
 
 
 def add_loss_flags(group):
@@ -124,12 +127,14 @@ def add_evaluation_flags(group):
 
 def add_run_flags(group):
     group.add_argument('--gpu', type=int, nargs='+', default=[0], help='CUDA device index (the first is used).')
-    group.add_argument('--save_path', default='Training_Results', help='Runs go to save_path/<dataset>/<group>.')
+    group.add_argument('--save_path', default='Training_Results', type=os.path.expanduser,
+                       help='Runs go to save_path/<dataset>/<group>.')
     group.add_argument('--savename', default='', help='Run folder name (default: the group name).')
     group.add_argument('--group', default='', help='Experiment group (W&B group and run folder name).')
     group.add_argument('--project', default='OBD_SD', help='W&B project.')
     group.add_argument('--log_online', action='store_true', help='Log to Weights & Biases (key: WANDB_API_KEY).')
-    group.add_argument('--resume', default=None, help='RUN_FOLDER, CHECKPOINT or auto (newest run of this group).')
+    group.add_argument('--resume', default=None, type=os.path.expanduser,
+                       help='RUN_FOLDER, CHECKPOINT or auto (newest run of this group).')
     group.add_argument('--dry_run', action='store_true', help='Check flags and data, print the configuration, exit.')
 
 
@@ -166,12 +171,17 @@ def validate(opt):
     import criteria
     import datasets
     from evaluation import validate_metric_names
+    from utilities.run_folder import check_run_name
 
     if opt.dataset not in datasets.DATASETS:
         raise UserError(f'unknown --dataset {opt.dataset!r}; choose one of {", ".join(datasets.DATASETS)}')
     if opt.loss not in criteria.LOSSES:
         raise UserError(f'unknown --loss {opt.loss!r}; choose one of {", ".join(criteria.LOSSES)}')
     architectures.parse_arch(opt.arch)
+    for name, value in vars(opt).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f'--{name} must be a finite number, got {value}')
+    check_run_name(opt.savename or opt.group, '--savename' if opt.savename else '--group')
     checks = [
         (opt.n_epochs >= 1, f'--n_epochs must be at least 1, got {opt.n_epochs}'),
         (opt.embed_dim > 0, f'--embed_dim must be positive, got {opt.embed_dim}'),
@@ -181,6 +191,10 @@ def validate(opt):
         (opt.bs % opt.samples_per_class == 0,
          f'--bs {opt.bs} is not divisible by --samples_per_class {opt.samples_per_class}; '
          f'use e.g. --bs {max(opt.samples_per_class, opt.bs - opt.bs % max(opt.samples_per_class, 1))}'),
+        (opt.bs // max(opt.samples_per_class, 1) >= 2,
+         f'--bs {opt.bs} / --samples_per_class {opt.samples_per_class} gives one class per batch; the ranking loss '
+         f'needs at least 2 classes (negatives): use --bs {2 * opt.samples_per_class} or more'),
+        (0 <= opt.seed < 2 ** 32, f'--seed must be in 0 .. {2 ** 32 - 1}, got {opt.seed}'),
         (0 <= opt.diffusion_w < 1, f'--diffusion_w must be in [0, 1), got {opt.diffusion_w}'),
         (opt.kd_tau > 0, f'--kd_tau must be positive, got {opt.kd_tau}'),
         (opt.diffusion_tau > 0, f'--diffusion_tau must be positive, got {opt.diffusion_tau}'),

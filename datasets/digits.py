@@ -62,17 +62,21 @@ def ensure_exported(root):
             raise UserError(f'{images_dir} is not a complete digits export ({N_IMAGES} images in '
                             f'{N_DIGITS} folders); delete it to export again')
         return
-    os.makedirs(root, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.images-', dir=root)
+    try:
+        os.makedirs(root, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix='.images-', dir=root)
+    except OSError as error:
+        raise UserError(f'cannot write the digits images to {root} ({error.strerror}); pass a writable folder as '
+                        f'--source, or set XDG_CACHE_HOME to one') from None
     try:
         logger.info('exporting the scikit-learn digits to %s', images_dir)
         write_images(os.path.join(staging, 'images'))
-        try:
-            os.rename(os.path.join(staging, 'images'), images_dir)
-        except OSError:
-            if not os.path.isdir(images_dir):
-                raise
-            # Another process finished the same export first: use theirs.
+        os.rename(os.path.join(staging, 'images'), images_dir)
+    except OSError as error:
+        if not os.path.isdir(images_dir):
+            raise UserError(f'cannot write the digits images to {root} ({error.strerror}); free space there, or '
+                            f'pass another folder as --source') from None
+        # Another process finished the same export first: use theirs.
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -15,13 +15,25 @@ logger = logging.getLogger(__name__)
 UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError)
 
 
+# Single-channel modes of more than 8 bits: PIL would clip them to 255 when converting to RGB.
+WIDE_GRAYSCALE_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
+
+
 def load_rgb(path):
     """Open `path` with PIL, decode it fully and return it as an RGB image."""
     with Image.open(path) as image:
         if image.mode == 'P':
             # Palette images may carry transparency; going through RGBA keeps PIL from warning.
             image = image.convert('RGBA')
+        if image.mode in WIDE_GRAYSCALE_MODES:
+            image = to_8_bit_grayscale(image)
         return image.convert('RGB')
+
+
+def to_8_bit_grayscale(image):
+    """A 16-bit grayscale image (PNG/TIFF; PIL's 'I;16' or 'I') scaled from 0..65535 to an 8-bit 'L' image."""
+    pixels = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.round(np.clip(pixels, 0, 65535) / 257).astype(np.uint8))
 
 
 def header_is_readable(path):

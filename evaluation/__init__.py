@@ -15,11 +15,16 @@ from evaluation.embeddings import extract_embeddings
 from evaluation.metric_names import (METRICS, default_metrics, parse_metric_names,
                                      validate_metric_names)
 from evaluation.retrieval import DEFAULT_CHUNK_SIZE, retrieval_metrics
+from utilities.errors import UserError
 
-__all__ = ['METRICS', 'compute_metrics', 'default_metrics', 'extract_embeddings',
+__all__ = ['METRICS', 'NonFiniteEmbeddings', 'compute_metrics', 'default_metrics', 'extract_embeddings',
            'validate_metric_names']
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteEmbeddings(UserError):
+    """The network gave nan or inf embeddings: training diverged, or the weights are damaged."""
 
 
 def compute_metrics(features, labels, metric_names, *, use_gpu=False, seed=0,
@@ -55,7 +60,9 @@ def _checked_inputs(features, labels):
         raise ValueError(f'need features N x D and labels N with N >= 2, '
                          f'got shapes {features.shape} and {labels.shape}')
     if not np.isfinite(features).all():
-        raise ValueError('the embeddings contain nan or inf values (has training diverged?)')
+        bad = int((~np.isfinite(features).all(axis=1)).sum())
+        raise NonFiniteEmbeddings(f'the embeddings of {bad} of {len(features)} images contain nan or inf values: the '
+                                  f'network has diverged (lower --lr) or its weights are damaged')
     return features, labels
 
 

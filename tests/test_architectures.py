@@ -7,7 +7,7 @@ import torch.nn as nn
 import architectures
 from utilities.checkpoint import load_weights
 from utilities.errors import UserError
-from authors_fixture import authors_checkpoint_module
+from authors_checkpoint import authors_state_dict, expected_embeddings, fixed_input
 
 
 def small(arch, embed_dim=16):
@@ -111,11 +111,10 @@ def test_pretrained_path_loads_an_offline_weights_file(tmp_path):
 
 @pytest.mark.parametrize('arch', ['resnet50_normalize_frozen', 'resnet50_normalize_frozen_double'])
 def test_authors_checkpoint_gives_the_authors_embeddings(tmp_path, arch):
-    authors = authors_checkpoint_module()
     path = tmp_path / 'net.pth'
-    torch.save(authors.make_state_dict(), path)
+    torch.save(authors_state_dict(), path)
     model = architectures.build(arch, 128, pretrained=False)
     load_weights(model, str(path))
     with torch.no_grad():
-        embeddings = model.eval()(authors.fixed_input())
-    assert torch.allclose(embeddings, torch.tensor(authors.expected()[arch]), atol=1e-4)
+        embeddings = model.eval()(fixed_input())
+    assert torch.allclose(embeddings, torch.tensor(expected_embeddings()[arch]), atol=1e-4)

@@ -32,6 +32,10 @@ def cub(make_cub200):
     ({'--embed_dim': -4}, 'embed_dim'),
     ({'--n_epochs': 0}, 'n_epochs'),
     ({'--bs': 16}, 'classes per batch'),
+    ({'--seed': -1}, '--seed must be in 0 .. 4294967295, got -1'),
+    ({'--lr': 'inf'}, '--lr must be a finite number, got inf'),
+    ({'--kd_lambda': 'nan'}, '--kd_lambda must be a finite number'),
+    ({'--bs': 2, '--samples_per_class': 2}, 'one class per batch; the ranking loss needs at least 2 classes'),
 ])
 def test_bad_flags(cub, tmp_path, capsys, overrides, message):
     code = run_main(*tiny_run_flags(cub, tmp_path / 'runs', **overrides))

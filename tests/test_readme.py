@@ -1,6 +1,7 @@
 """README's quick start stays true: CI runs exactly its test line, and its demo line is the digits demo."""
 import os
 import re
+import subprocess
 
 from runs import ROOT
 
@@ -11,12 +12,46 @@ def quick_start_lines():
     return block.strip().splitlines()
 
 
-def test_ci_runs_the_readme_test_line():
+def test_ci_runs_the_readme_test_line_in_a_fresh_venv():
     demo, tests = quick_start_lines()
-    ci_lines = [line for line in open(os.path.join(ROOT, '.ci', 'run')).read().splitlines()
-                if line and not line.startswith('#') and not line.startswith(('set ', 'cd '))]
-    assert ci_lines == [tests]
+    script = open(os.path.join(ROOT, '.ci', 'run')).read()
+    commands = [line for line in script.splitlines() if line and not line.startswith('#')]
     assert 'pytest' in tests and 'requirements.txt' in tests
+    assert commands[-1] == tests, 'the test line is last, so its exit code (pytest 5: no tests ran) is the script\'s'
+    assert commands[0] == 'set -euo pipefail'
+    creates = next(i for i, line in enumerate(commands) if ' -m venv "$venv"' in line)
+    activates = commands.index('source "$venv/bin/activate"')
+    assert creates < activates < len(commands) - 1
+    assert 'mktemp -d' in script and 'site-packages' not in script
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Stands in for python3: '-m venv DIR' makes a venv whose pip succeeds and whose python records its arguments, then
+# exits with $FAKE_EXIT (pytest's 5: no tests ran).
+[ "$1 $2" = "-m venv" ] || exit 99
+mkdir -p "$3/bin"
+echo 'export PATH="'"$3"'/bin:$PATH"' > "$3/bin/activate"
+printf '#!/usr/bin/env bash\\necho "pip $*" >> "%s"\\n' "$RECORD" > "$3/bin/pip"
+printf '#!/usr/bin/env bash\\necho "venv python $*" >> "%s"\\nexit %s\\n' "$RECORD" "$FAKE_EXIT" > "$3/bin/python"
+echo "$3" > "$RECORD.venv"
+chmod +x "$3/bin/pip" "$3/bin/python"
+"""
+
+
+def test_ci_fails_when_pytest_runs_no_test_and_uses_only_its_venv(tmp_path):
+    fake = tmp_path / 'python3'
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    record = tmp_path / 'record'
+    for exit_code in (5, 0):
+        record.write_text('')
+        result = subprocess.run(['bash', os.path.join(ROOT, '.ci', 'run')], capture_output=True, text=True,
+                                env={**os.environ, 'PYTHON': str(fake), 'RECORD': str(record),
+                                     'FAKE_EXIT': str(exit_code)})
+        assert result.returncode == exit_code, result.stderr
+        assert record.read_text().splitlines() == ['pip install -r requirements.txt -r requirements-dev.txt',
+                                                   'venv python -m pytest -q tests']
+        assert not os.path.exists(open(f'{record}.venv').read().strip()), 'the venv is removed afterwards'
 
 
 def test_demo_line_installs_and_runs_digits_with_obdsd():

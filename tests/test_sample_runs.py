@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from authors_fixture import FIXTURES
+from authors_checkpoint import FIXTURES
 from runs import ROOT, run_main
 
 

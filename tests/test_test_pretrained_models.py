@@ -9,7 +9,7 @@ import architectures
 import datasets
 import evaluation
 import parameters
-from authors_fixture import authors_checkpoint_module
+from authors_checkpoint import authors_state_dict
 from runs import run_main, run_script, tiny_run_flags
 from utilities.checkpoint import load_weights
 
@@ -18,7 +18,7 @@ PAPER_ARGS = ['--dataset', 'cub200', '--arch', 'resnet50_normalize_frozen_double
 
 def write_authors_checkpoints(root, setting, dataset):
     """Recall and NMI net.pth files in the authors' layout (the NMI one with another head)."""
-    state = authors_checkpoint_module().make_state_dict()
+    state = authors_state_dict()
     paths = {}
     for kind in ('Recall', 'NMI'):
         folder = root / kind / setting / dataset

@@ -4,6 +4,7 @@ Everything is read with torch.load(weights_only=True): a checkpoint that carries
 and its code never runs.
 """
 import pickle
+import re
 
 import torch
 
@@ -12,6 +13,7 @@ from utilities.files import atomic_torch_save
 
 FORMAT = 'obd_sd-checkpoint-1'
 PLAIN_TYPES = (str, int, float, bool, type(None))
+CHECKPOINT_STARTS = (b'PK\x03\x04', b'\x80')  # torch.save's zip archive; its legacy pickle
 
 
 def plain_config(opt):
@@ -37,27 +39,38 @@ def save_checkpoint(path, model, config, epoch, metrics, training_state=None):
 
 
 def read_checkpoint(path):
-    """torch.load(weights_only=True) with one-line errors for missing, damaged and code-carrying files."""
+    """torch.load(weights_only=True) with one-line errors for missing, damaged, foreign and code-carrying files."""
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        with open(path, 'rb') as stream:
+            head = stream.read(4)
     except FileNotFoundError:
         raise UserError(f'no checkpoint at {path}; check the path') from None
     except IsADirectoryError:
         raise UserError(f'{path} is a folder, not a checkpoint file') from None
+    except OSError as error:
+        raise UserError(f'cannot read {path} ({error.strerror})') from None
+    if not head.startswith(CHECKPOINT_STARTS):
+        what = 'an empty file' if not head else 'neither a zip archive nor a pickle'
+        raise UserError(f'{path} is not a PyTorch checkpoint ({what}); pass a .pth file written by torch.save')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        if 'Unsupported global' in str(error) or 'Unsupported class' in str(error):
-            raise UserError(f'{path} carries pickled Python objects, which are never loaded (they could run code); '
-                            f're-save it as a plain state dict') from None
-        raise UserError(f'{path} is damaged or not a PyTorch checkpoint ({first_line(error)}); '
-                        f'use another copy') from None
+        code = re.search(r'unsupported\s+(?:global|class)\W*(?:GLOBAL\s+)?([\w.]*)', str(error), re.IGNORECASE)
+        if code:
+            named = f' ({code.group(1)})' if code.group(1) else ''
+            raise UserError(f'{path} carries pickled Python objects{named} whose loading could run code, so it is '
+                            f'refused; re-save it as a plain state dict') from None
+        raise UserError(f'{path} is damaged ({torch_reason(error)}); use another copy') from None
     except Exception as error:
-        raise UserError(f'{path} is damaged or not a PyTorch checkpoint ({first_line(error)}); '
-                        f'use another copy') from None
+        raise UserError(f'{path} is damaged ({torch_reason(error)}); use another copy') from None
 
 
-def first_line(error):
-    text = str(error).strip().splitlines()
-    return text[0][:160] if text else type(error).__name__
+def torch_reason(error):
+    """The first sentence of torch's message, without its long notice about weights_only."""
+    text = str(error).strip()
+    if not text or text.startswith('Weights only load failed'):
+        return f'{type(error).__name__}, the file cannot be unpickled'
+    return re.split(r'(?<=\.)\s', text.splitlines()[0])[0][:160].rstrip('.')
 
 
 def weights_of(checkpoint, path):

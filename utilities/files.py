@@ -1,27 +1,67 @@
-"""Crash-safe file writes: temporary file in the same folder, flush, fsync, rename."""
+"""Crash-safe file writes: temporary file in the same folder, flush, fsync, rename; the user's umask applies."""
 import io
 import json
 import os
+import re
 import tempfile
 
 import torch
 
+from utilities.errors import UserError
+
+# What atomic_write_bytes names its temporary files: .<file name>.<8 random characters>.tmp
+TEMPORARY_NAME = re.compile(r'^\..+\.[A-Za-z0-9_]{8}\.tmp$')
+
+
+class FileWriteError(UserError):
+    """A file could not be written (disk full, no permission, ...); its previous version, if any, is unchanged."""
+
+    def __init__(self, path, error):
+        super().__init__(f'cannot write {path} ({error.strerror or error}); its previous version, if any, is '
+                         f'unchanged and nothing half-written was left')
+        self.path = path
+
 
 def atomic_write_bytes(path, data):
-    """Replace `path` with `data` so that a crash leaves either the old or the new file, never a partial one."""
+    """Replace `path` with `data` so that a crash leaves either the old or the new file, never a partial one.
+
+    The file gets the permissions any other tool would give it under the user's umask (mkstemp alone gives 0600);
+    an OSError (e.g. a full disk) becomes a FileWriteError naming the file.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     try:
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    except OSError as error:
+        raise FileWriteError(path, error) from None
+    try:
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, 'wb') as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(error, OSError):
+            raise FileWriteError(path, error) from None
         raise
     sync_folder(folder)
+
+
+def current_umask():
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files that atomic writes killed mid-way (SIGKILL, power loss) left in `folder`;
+    returns their names. Call it only while no other process writes into `folder`."""
+    stale = sorted(name for name in os.listdir(folder) if TEMPORARY_NAME.match(name))
+    for name in stale:
+        os.remove(os.path.join(folder, name))
+    return stale
 
 
 def sync_folder(folder):

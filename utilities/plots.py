@@ -1,10 +1,13 @@
 """Training curves of a run as a PNG."""
+import io
 import os
 
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+
+from utilities.files import atomic_write_bytes  # noqa: E402
 
 
 def plot_history(history, metric_names, folder):
@@ -21,8 +24,7 @@ def plot_history(history, metric_names, folder):
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    path = os.path.join(folder, 'curves.png')
-    temporary = os.path.join(folder, '.curves.tmp.png')
-    figure.savefig(temporary, dpi=90)
+    image = io.BytesIO()
+    figure.savefig(image, format='png', dpi=90)
     plt.close(figure)
-    os.replace(temporary, path)
+    atomic_write_bytes(os.path.join(folder, 'curves.png'), image.getvalue())

@@ -7,6 +7,18 @@ from utilities.errors import UserError
 LAST_CHECKPOINT = 'last.pth'
 
 
+def check_run_name(name, flag):
+    """UserError unless `name` (from `flag`) is one folder name, so the run folder stays inside --save_path."""
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    if any(sep in name for sep in separators) or name in ('.', '..'):
+        suggestion = name
+        for sep in separators:
+            suggestion = suggestion.replace(sep, '_')
+        raise UserError(f'{flag} {name} would name the run folder, which must be one folder name inside --save_path '
+                        f'(no "/", not "." or ".."); pass e.g. {flag} {suggestion.strip("._") or "run"}, or name the '
+                        f'folder with --savename and say where runs go with --save_path')
+
+
 def new_run_folder(save_path, dataset, name):
     """Create and return a folder that did not exist (name, name_1, name_2, ...)."""
     parent = os.path.join(save_path, dataset)
@@ -31,12 +43,7 @@ def new_run_folder(save_path, dataset, name):
 def resume_checkpoint(resume, save_path, dataset, name):
     """--resume RUN_FOLDER | CHECKPOINT | auto -> path of the checkpoint to continue from."""
     if resume == 'auto':
-        pattern = os.path.join(save_path, dataset, glob.escape(name) + '*', LAST_CHECKPOINT)
-        candidates = [path for path in glob.glob(pattern) if is_run_named(os.path.basename(os.path.dirname(path)), name)]
-        if not candidates:
-            raise UserError(f'--resume auto found no run of --dataset {dataset} --group {name} with a {LAST_CHECKPOINT} '
-                            f'under {os.path.join(save_path, dataset)}; start it without --resume')
-        return max(candidates, key=os.path.getmtime)
+        return newest_resumable(save_path, dataset, name)
     if os.path.isdir(resume):
         path = os.path.join(resume, LAST_CHECKPOINT)
         if not os.path.isfile(path):
@@ -47,6 +54,36 @@ def resume_checkpoint(resume, save_path, dataset, name):
         return resume
     raise UserError(f'--resume {resume}: no such run folder or checkpoint; give a run folder, its {LAST_CHECKPOINT}, '
                     f'or auto')
+
+
+def newest_resumable(save_path, dataset, name):
+    """The last.pth of the run of `name` written last; a UserError when a run folder of `name` created after it
+    has no last.pth (a run that never finished an epoch, or is still in its first): the user must choose."""
+    pattern = os.path.join(save_path, dataset, glob.escape(name) + '*')
+    folders = [path for path in glob.glob(pattern)
+               if os.path.isdir(path) and is_run_named(os.path.basename(path), name)]
+    resumable = [os.path.join(path, LAST_CHECKPOINT) for path in folders
+                 if os.path.isfile(os.path.join(path, LAST_CHECKPOINT))]
+    if not resumable:
+        raise UserError(f'--resume auto found no run of --dataset {dataset} --group {name} with a {LAST_CHECKPOINT} '
+                        f'under {os.path.join(save_path, dataset)}; start it without --resume')
+    newest = max(resumable, key=os.path.getmtime)
+    newer_without = [path for path in folders if not os.path.isfile(os.path.join(path, LAST_CHECKPOINT))
+                     and os.path.getmtime(path) > os.path.getmtime(newest)]
+    if newer_without:
+        folder = max(newer_without, key=os.path.getmtime)
+        raise UserError(f'--resume auto: the newest run of --group {name}, {folder}, has no {LAST_CHECKPOINT} (it '
+                        f'never finished an epoch), and the one before, {os.path.dirname(newest)}, has; resume that '
+                        f'one with --resume {os.path.dirname(newest)}, or start {name} anew without --resume')
+    return newest
+
+
+def last_checkpoint_note(folder):
+    """Where a stopped run stands, for its error message: its last complete checkpoint, or that there is none."""
+    path = os.path.join(folder, LAST_CHECKPOINT)
+    if os.path.isfile(path):
+        return f'the last complete checkpoint {path} is intact'
+    return f'no checkpoint of {folder} was complete yet'
 
 
 def is_run_named(folder, name):

@@ -12,8 +12,12 @@ logger = logging.getLogger(__name__)
 
 
 def select_device(gpu_ids):
-    """cuda:<first --gpu> when CUDA is available, else the CPU."""
+    """cuda:<first --gpu> when CUDA is available, else the CPU (with a warning when a GPU other than the
+    default 0 was asked for)."""
     if not torch.cuda.is_available():
+        if list(gpu_ids) != [0]:
+            logger.warning('--gpu %s was asked for, but torch sees no CUDA device: running on the CPU',
+                           ' '.join(map(str, gpu_ids)))
         return torch.device('cpu')
     index = gpu_ids[0]
     if not 0 <= index < torch.cuda.device_count():

@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLoss(Exception):
     def __init__(self, epoch, step):
-        super().__init__(f'the loss became non-finite in epoch {epoch}, step {step}')
+        super().__init__(f'the loss or the embeddings became non-finite in epoch {epoch}, step {step}')
         self.epoch, self.step = epoch, step
 
 
@@ -65,7 +65,8 @@ def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch,
         loss = criterion(embeddings, labels, teacher_batch=teacher_embeddings, epoch=epoch)
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(loss_value):
+        # The ranking losses mask pairs whose similarity is nan, so a diverged network can still give a finite loss.
+        if not (math.isfinite(loss_value) and torch.isfinite(embeddings).all()):
             if not skip_nonfinite:
                 raise NonFiniteLoss(epoch, progress.step)
             progress.skipped_nonfinite += 1
