@@ -25,7 +25,8 @@ from utilities.online_log import OnlineLog
 from utilities.optimization import build_optimizer, build_scheduler
 from utilities.plots import plot_history
 from utilities.resume import options_for_resume, restore_training_state, training_state
-from utilities.run_folder import LAST_CHECKPOINT, last_checkpoint_note, new_run_folder, resume_checkpoint
+from utilities.run_folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint_note, new_run_folder,
+                                  resume_checkpoint)
 from utilities.run_lock import claim_run_folder
 from utilities.runtime import seed_everything, select_device
 from utilities.stop_signals import StopSignals, ignore_stop_signals
@@ -112,8 +113,8 @@ def main(argv=None):
         except evaluation.NonFiniteEmbeddings as error:
             raise UserError(f'{error}; {last_checkpoint_note(folder)}') from None
         except FileWriteError as error:
-            raise UserError(f'{error}; {last_checkpoint_note(folder)}: make room, then continue with --resume '
-                            f'{folder}') from None
+            raise UserError(f'{error}; {last_checkpoint_note(folder)}: make room, then '
+                            f'{how_to_continue(folder)}') from None
         finally:
             online.finish()
             lock.release()

@@ -78,12 +78,12 @@ def test_non_finite_weights_in_evaluation_are_a_one_line_error(cub, tmp_path):
                                      '--kernels', '0', '--image_size', '32'])
 
 
+def disk_full(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(finished_run, capsys, monkeypatch):
     last = (finished_run / 'last.pth').read_bytes()
-
-    def disk_full(descriptor):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
     monkeypatch.setattr(os, 'fsync', disk_full)
     message = one_line_error(capsys, run_main('--resume', finished_run, '--n_epochs', '2'))
     assert 'No space left on device' in message and f'cannot write {finished_run}{os.sep}' in message
@@ -92,6 +92,14 @@ def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(finished_run, ca
     assert (finished_run / 'last.pth').read_bytes() == last
     assert temporary_files(finished_run) == []
     assert not (finished_run / LOCK_FILE).exists()
+
+
+def test_full_disk_before_the_first_checkpoint(cub, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(os, 'fsync', disk_full)
+    message = one_line_error(capsys, run_main(*tiny_run_flags(cub, tmp_path, **{'--n_epochs': 1})))
+    folder = tmp_path / 'cub200' / 'tiny'
+    assert f'no checkpoint of {folder} was complete yet: make room, then start the run again' in message
+    assert sorted(os.listdir(folder)) == ['log.txt']
 
 
 def test_test_pretrained_models_out_into_a_missing_folder(tmp_path):
@@ -113,11 +121,11 @@ def test_digits_with_an_unwritable_cache(tmp_path, capsys, monkeypatch):
 def test_digits_export_failing_midway_leaves_nothing(tmp_path, capsys, monkeypatch):
     from datasets import digits
 
-    def disk_full(images_dir):
+    def write_some_then_fail(images_dir):
         os.makedirs(images_dir)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        disk_full()
 
-    monkeypatch.setattr(digits, 'write_images', disk_full)
+    monkeypatch.setattr(digits, 'write_images', write_some_then_fail)
     code = run_main('--dataset', 'digits', '--source', tmp_path / 'digits', '--save_path', tmp_path / 'runs')
     assert 'No space left on device' in one_line_error(capsys, code)
     assert os.listdir(tmp_path / 'digits') == []

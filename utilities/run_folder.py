@@ -86,6 +86,13 @@ def last_checkpoint_note(folder):
     return f'no checkpoint of {folder} was complete yet'
 
 
+def how_to_continue(folder):
+    """After the cause is fixed: resume from the last checkpoint, or start again where there is none."""
+    if os.path.isfile(os.path.join(folder, LAST_CHECKPOINT)):
+        return f'continue with --resume {folder}'
+    return 'start the run again'
+
+
 def is_run_named(folder, name):
     """Whether a run folder is `name` or `name_<number>` (the suffix new_run_folder adds)."""
     suffix = folder[len(name):]
