@@ -79,8 +79,10 @@ def main(argv=None):
         logger.info('resuming %s at epoch %d, step %d', folder, start_epoch, progress.step)
     online = OnlineLog(opt.log_online, opt.project, opt.group, os.path.basename(folder), summary.config, folder,
                        run_id=resumed and online_id)
-    logger.info('run folder %s | %d training images of %d classes | %s on %s', folder, len(data['training']),
-                opt.n_classes, opt.arch, device)
+    logger.info('run folder %s | %d training images of %d classes | %s on %s | batches: %s', folder,
+                len(data['training']), opt.n_classes, opt.arch, device, datasampler.DRAWS[opt.data_sampler])
+    if opt.amp:
+        logger.info(evaluation.AMP_NOTE)
 
     with StopSignals() as stop:
         try:
@@ -139,6 +141,7 @@ def dry_run(opt):
     config['resolved_dataset_folder'] = root
     print(json.dumps(config, indent=2))
     report_applied_defaults(opt, stream=print)
+    print(f'batches: {datasampler.DRAWS[opt.data_sampler]}')
     return 0
 
 
@@ -169,7 +172,7 @@ def evaluate(model, loaders, device, opt):
     """Metrics of every evaluation split (test names as they are, validation prefixed val_) and the time taken."""
     started, results = time.perf_counter(), {}
     for prefix, loader in loaders.items():
-        features, labels = evaluation.extract_embeddings(model, loader, device)
+        features, labels = evaluation.extract_embeddings(model, loader, device, amp=opt.amp)
         metrics = evaluation.compute_metrics(features, labels, opt.evaluation_metrics,
                                              use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
         results.update({prefix + name: value for name, value in metrics.items()})

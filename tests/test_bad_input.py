@@ -31,7 +31,7 @@ def cub(make_cub200):
     ({'--evaluation_metrics': ['e_recall@one']}, 'e_recall@one'),
     ({'--embed_dim': -4}, 'embed_dim'),
     ({'--n_epochs': 0}, 'n_epochs'),
-    ({'--bs': 16}, 'classes per batch'),
+    ({'--bs': 16, '--data_sampler': 'class_distinct'}, 'classes per batch'),
     ({'--seed': -1}, '--seed must be in 0 .. 4294967295, got -1'),
     ({'--lr': 'inf'}, '--lr must be a finite number, got inf'),
     ({'--kd_lambda': 'nan'}, '--kd_lambda must be a finite number'),
