@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 
 # Flags that may differ from the resumed run's: where data and hardware are, and how long to go on.
 OVERRIDABLE = {'resume', 'dry_run', 'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online',
-               'skip_nonfinite', 'n_epochs', 'save_path', 'amp'}
+               'skip_nonfinite', 'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout'}
 
 
 def training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id):
@@ -30,6 +30,8 @@ def options_for_resume(checkpoint, opt, explicit, path):
         raise UserError(f'{path} is not a resumable checkpoint (it has no training state); resume from a run '
                         f'folder or its last.pth')
     config = dict(checkpoint['config'])
+    for name, value in vars(opt).items():  # flags added since the checkpoint was written
+        config.setdefault(name, value)
     for name in sorted(explicit - OVERRIDABLE):
         if name in config and config[name] != getattr(opt, name):
             raise UserError(f'--{name} {getattr(opt, name)} differs from the resumed run ({config[name]}); resume '
