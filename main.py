@@ -91,10 +91,9 @@ def main(argv=None):
                 except NonFiniteLoss as error:
                     raise UserError(f'{error}; the last good checkpoint is kept in {folder}; lower --lr, or pass '
                                     f'--skip_nonfinite to skip such batches') from None
-                if stop.requested:
-                    if distributed.is_main():
-                        save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch,
-                                       progress, online.run_id)
+                if stop.requested:  # all wait for rank 0 to save: torchrun ends the others when one exits non-zero
+                    distributed.on_main(save_resumable, folder, model, teacher, criterion, optimizer, scheduler,
+                                        summary, epoch, progress, online.run_id)
                     return report_stop(stop, folder)
                 scheduler.step()
                 distributed.broadcast_buffers(model)
@@ -120,7 +119,8 @@ def main(argv=None):
 
 def report_stop(stop, folder):
     """Log how to continue a run stopped by a signal; the exit code that says why it stopped."""
-    logger.warning('stopped by %s; continue with: python main.py --resume %s', stop.requested, folder)
+    command = 'torchrun <as before> main.py' if distributed.is_distributed() else 'python main.py'
+    logger.warning('stopped by %s; continue with: %s --resume %s', stop.requested, command, folder)
     return stop.exit_code
 
 

@@ -12,7 +12,7 @@ DIGITS_DEFAULTS = {
     'arch': 'resnet18_normalize',
     'not_pretrained': True,
     'image_size': 32,
-    'bs': 40,
+    'bs': 32,
     'samples_per_class': 8,
     'n_epochs': 6,
     'lr': 1e-3,

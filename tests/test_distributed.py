@@ -1,7 +1,9 @@
 """torchrun on the CPU (gloo, 2 processes): the same step as one process, one run folder, sharded evaluation."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -95,3 +97,46 @@ def test_bad_distributed_set_up_is_a_one_line_error(flags, message, make_cub200,
     error = capsys.readouterr().err
     assert message in error and error.count('\n') == 1
     assert not (tmp_path / 'cub200').exists()
+
+
+def worker_of_rank(launcher, rank):
+    """The pid of torchrun's worker process of `rank` (a child of the launcher whose environment says RANK=rank)."""
+    for pid in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{pid}/stat') as stream:
+                parent = int(stream.read().rsplit(')', 1)[1].split()[1])
+            with open(f'/proc/{pid}/environ', 'rb') as stream:
+                environment = stream.read().split(b'\0')
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == launcher and f'RANK={rank}'.encode() in environment:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the worker processes in /proc')
+def test_sigterm_to_one_rank_stops_both_and_the_run_resumes(tmp_path):
+    args = ['main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 3, '--image_size', 16, '--embed_dim', 16,
+            '--source', tmp_path / 'data', '--save_path', tmp_path / 'runs']
+    environment = {**os.environ, 'WANDB_MODE': 'disabled', 'OMP_NUM_THREADS': '1'}
+    launcher = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                                 *map(str, args)], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    folder = tmp_path / 'runs' / 'digits' / 'run'
+    deadline = time.time() + 180
+    while not (folder / 'last.pth').exists():  # epoch 0 is done: the signal comes in epoch 1
+        assert launcher.poll() is None and time.time() < deadline, launcher.communicate()[0][-3000:]
+        time.sleep(0.05)
+    os.kill(worker_of_rank(launcher.pid, 1), signal.SIGTERM)
+    output = launcher.communicate(timeout=180)[0]
+    assert launcher.returncode != 0
+    log = (folder / 'log.txt').read_text()
+    assert 'stopped by SIGTERM' in log, output[-3000:]  # rank 0, which got no signal, stopped and said why
+    state = torch.load(folder / 'last.pth', weights_only=True)['training_state']
+    assert (state['epoch'], state['progress']['step'] > 0) in ((1, True), (2, False))
+    assert len(read_summary(folder)['history']) < 3
+
+    result = torchrun('main.py', '--resume', folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [entry['epoch'] for entry in read_summary(folder)['history']] == [0, 1, 2]
+    assert os.listdir(tmp_path / 'runs' / 'digits') == ['run']
