@@ -99,6 +99,15 @@ def test_bad_distributed_set_up_is_a_one_line_error(flags, message, make_cub200,
     assert not (tmp_path / 'cub200').exists()
 
 
+def test_an_error_on_rank_0_alone_ends_every_rank(make_cub200, tmp_path):
+    blocker = tmp_path / 'not_a_folder'
+    blocker.write_text('a file where --save_path wants a folder')
+    result = torchrun('main.py', *tiny_run_flags(make_cub200(), blocker, **{'--dist_backend': 'gloo'}), timeout=120)
+    assert result.returncode != 0
+    # rank 0 met the error creating the run folder; rank 1, waiting for the folder's name, reports it too
+    assert result.stderr.count(f'error: cannot create {blocker}') == 2, result.stderr[-3000:]
+
+
 def worker_of_rank(launcher, rank):
     """The pid of torchrun's worker process of `rank` (a child of the launcher whose environment says RANK=rank)."""
     for pid in os.listdir('/proc'):
