@@ -81,10 +81,12 @@ def main(argv=None):
     test_set = datasets.select(opt)['testing']
     loader = torch.utils.data.DataLoader(test_set, batch_size=opt.bs, shuffle=False, num_workers=opt.kernels,
                                          pin_memory=device.type == 'cuda')
+    if opt.amp:
+        logger.info(evaluation.AMP_NOTE)
     results = {}
     for kind, model in models.items():
         logger.info('evaluating %s (%s) on %d test images', kind, paths[kind], len(test_set))
-        features, labels = evaluation.extract_embeddings(model.to(device), loader, device)
+        features, labels = evaluation.extract_embeddings(model.to(device), loader, device, amp=opt.amp)
         results[kind] = {'checkpoint': paths[kind], 'arch': model.arch, 'embed_dim': model.embed_dim,
                          'metrics': evaluation.compute_metrics(features, labels, metric_names,
                                                                use_gpu=opt.evaluate_on_gpu, seed=opt.seed)}

@@ -78,8 +78,10 @@ def main(argv=None):
         logger.info('resuming %s at epoch %d, step %d', folder, start_epoch, progress.step)
     online = OnlineLog(opt.log_online and distributed.is_main(), opt.project, opt.group, os.path.basename(folder),
                        summary.config, folder, run_id=resumed and online_id)
-    logger.info('run folder %s | %d training images of %d classes | %s on %s', folder, len(data['training']),
-                opt.n_classes, opt.arch, device)
+    logger.info('run folder %s | %d training images of %d classes | %s on %s | batches: %s', folder,
+                len(data['training']), opt.n_classes, opt.arch, device, datasampler.DRAWS[opt.data_sampler])
+    if opt.amp:
+        logger.info(evaluation.AMP_NOTE)
 
     with StopSignals() as stop:
         try:
@@ -135,6 +137,7 @@ def dry_run(opt):
     config['resolved_dataset_folder'] = root
     print(json.dumps(config, indent=2))
     report_applied_defaults(opt, stream=print)
+    print(f'batches: {datasampler.DRAWS[opt.data_sampler]}')
     return 0
 
 
@@ -170,7 +173,7 @@ def evaluate(model, loaders, device, opt):
     """
     started, results = time.perf_counter(), {}
     for prefix, loader in loaders.items():
-        features, labels = evaluation.extract_embeddings(model, loader, device)
+        features, labels = evaluation.extract_embeddings(model, loader, device, amp=opt.amp)
         features = distributed.gather_shards(features, len(loader.dataset))
         labels = distributed.gather_shards(labels, len(loader.dataset))
         metrics = distributed.on_main(evaluation.compute_metrics, features, labels, opt.evaluation_metrics,

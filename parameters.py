@@ -6,6 +6,7 @@ Flag names and defaults follow the original OBD-SD code so that its command line
 import argparse
 import sys
 
+from datasampler.class_balanced import DRAWS
 from utilities.errors import UserError
 
 DIGITS_DEFAULTS = {
@@ -53,6 +54,9 @@ def add_data_flags(group):
     group.add_argument('--kernels', type=int, default=6, help='Data-loading worker processes.')
     group.add_argument('--bs', type=int, default=112, help='Batch size (bs / samples_per_class classes per batch).')
     group.add_argument('--samples_per_class', type=int, default=2, help='Images of each class in a batch.')
+    group.add_argument('--data_sampler', default='class_random', choices=DRAWS,
+                       help='How a batch draws its classes and images: class_random (the authors\' default: '
+                            'both with replacement) or class_distinct (distinct classes and images).')
     group.add_argument('--augmentation', default='base', choices=['base', 'adv', 'big', 'red'])
     group.add_argument('--image_size', type=int, default=224, help='Training and evaluation crop size.')
     group.add_argument('--use_tv_split', action='store_true', help='Hold out part of the training data for validation.')
@@ -109,7 +113,8 @@ def add_optimisation_flags(group):
     group.add_argument('--deterministic', action='store_true',
                        help='Deterministic algorithms (bit-exact resume on the CPU; slower).')
     group.add_argument('--amp', action='store_true',
-                       help='Run the networks in bfloat16 autocast (the losses stay float32).')
+                       help='Run the networks in bfloat16 autocast, training and test embedding alike (the losses '
+                            'stay float32; without it, evaluation embeds in float32 as the authors).')
     group.add_argument('--skip_nonfinite', action='store_true',
                        help='Skip batches whose loss is not finite instead of stopping the run.')
 

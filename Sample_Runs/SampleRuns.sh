@@ -15,7 +15,7 @@ python main.py --dataset cub200 --kernels 6 --source $datapath/cub200 --n_epochs
 --seed 0 --gpu 0 --bs 112 --samples_per_class 2 --loss multisimilarity_obd_sd \
 --arch resnet50_normalize_frozen
 
-### ResNet50, dim = 128 | MS + PSD only
+### ResNet50, dim = 128 | MS + PSD only (not a published setting: this repository reuses the OBD-SD run's kd_lambda)
 python main.py --dataset cub200 --kernels 6 --source $datapath/cub200 --n_epochs 150 \
 --log_online --project OBD_SD --group CUB_MS_psd_e150_lamda-1000.0 \
 --kd_lambda 1000.0 --seed 0 --gpu 0 --bs 112 \
@@ -42,7 +42,7 @@ python main.py --dataset cars196 --kernels 6 --source $datapath/cars196 --n_epoc
 --seed 0 --gpu 0 --bs 112 --samples_per_class 2 --loss multisimilarity_obd_sd \
 --arch resnet50_normalize_frozen
 
-### ResNet50, dim = 128 | MS + PSD only
+### ResNet50, dim = 128 | MS + PSD only (not a published setting: this repository reuses the OBD-SD run's kd_lambda)
 python main.py --dataset cars196 --kernels 6 --source $datapath/cars196 --n_epochs 150 \
 --log_online --project OBD_SD --group CARS_MS_psd_e150_lamda-75.0 \
 --kd_lambda 75.0 --seed 0 --gpu 0 --bs 112 \
@@ -70,7 +70,7 @@ python main.py --dataset online_products --kernels 6 --source $datapath/online_p
 --seed 0 --gpu 0 --bs 112 --samples_per_class 2 --loss multisimilarity_obd_sd \
 --arch resnet50_normalize_frozen
 
-### ResNet50, dim = 128 | MS + PSD only
+### ResNet50, dim = 128 | MS + PSD only (not a published setting: this repository reuses the OBD-SD run's kd_lambda)
 python main.py --dataset online_products --kernels 6 --source $datapath/online_products --n_epochs 100 \
 --log_online --project OBD_SD --group SOP_MS_psd_e100_lamda-100.0 \
 --kd_lambda 100.0 --seed 0 --gpu 0 --bs 112 \

@@ -32,8 +32,9 @@ class MarginLoss(Criterion):
             self.beta = nn.Parameter(torch.full((n_classes,), float(beta)))
 
     def param_groups(self, lr=None):
-        """beta at its own learning rate `beta_lr` (not `lr`); nothing when beta is constant."""
-        return [] if self.beta_constant else [{'params': [self.beta], 'lr': self.beta_lr}]
+        """beta at its own learning rate `beta_lr` (not `lr`) and without weight decay, as the authors' optimiser
+        groups; nothing when beta is constant."""
+        return [] if self.beta_constant else [{'params': [self.beta], 'lr': self.beta_lr, 'weight_decay': 0.0}]
 
     def forward(self, batch, labels, teacher_batch=None, epoch=0):
         anchors, positives, negatives = distance_weighted_triplets(

@@ -1,7 +1,9 @@
 """Datasampler registry: `select(opt, labels)` builds the class-balanced training batch sampler."""
 import torch.distributed
 
-from datasampler.class_balanced import ClassBalancedBatchSampler
+from datasampler.class_balanced import DRAWS, ClassBalancedBatchSampler
+
+__all__ = ['DRAWS', 'ClassBalancedBatchSampler', 'select']
 
 
 def replicas_and_rank():
@@ -12,7 +14,7 @@ def replicas_and_rank():
 
 
 def select(opt, labels):
-    """The batch sampler over `labels` for --bs, --samples_per_class and --seed."""
+    """The batch sampler over `labels` for --data_sampler, --bs, --samples_per_class and --seed."""
     num_replicas, rank = replicas_and_rank()
     return ClassBalancedBatchSampler(labels, batch_size=opt.bs, samples_per_class=opt.samples_per_class,
-                                     seed=opt.seed, num_replicas=num_replicas, rank=rank)
+                                     seed=opt.seed, num_replicas=num_replicas, rank=rank, draw=opt.data_sampler)

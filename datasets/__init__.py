@@ -61,15 +61,17 @@ def select(opt):
     """{'training', 'testing', 'evaluation', 'validation'} ImageDatasets of `opt.dataset`.
 
     'evaluation' holds the training images under the evaluation transform; 'validation' is None
-    unless `opt.use_tv_split` carves it out of the training split (by classes, or by samples with
-    `opt.tv_split_by_samples`), keeping the fraction `opt.tv_split_perc` for training.
+    unless `opt.use_tv_split` carves it out of the training split (by classes as the authors, or by
+    samples with `opt.tv_split_by_samples`), keeping the fraction `opt.tv_split_perc` for training.
     """
     root = resolve_root(opt.dataset, opt.source_path)
     splits = SPLIT_LOADERS[opt.dataset](root)
     train_split, validation_split = splits['training'], None
     if opt.use_tv_split:
-        carve = split_by_samples if opt.tv_split_by_samples else split_by_classes
-        train_split, validation_split = carve(train_split, opt.tv_split_perc, opt.seed)
+        if opt.tv_split_by_samples:
+            train_split, validation_split = split_by_samples(train_split, opt.tv_split_perc, opt.seed)
+        else:
+            train_split, validation_split = split_by_classes(train_split, opt.tv_split_perc)
 
     train_transform = make_transform(True, opt.augmentation, opt.image_size)
     eval_transform = make_transform(False, opt.augmentation, opt.image_size)

@@ -8,9 +8,11 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.
 
 
 class Split(NamedTuple):
-    """One split of a dataset: `samples` are (path, label) with labels 0..C-1, named by `class_names`."""
+    """One split of a dataset: `samples` are (path, label) with labels 0..C-1, named by `class_names`;
+    `class_groups`, where the dataset has them, gives each class's super-class (SOP's categories)."""
     samples: list
     class_names: list
+    class_groups: list = None
 
 
 def images_folder(root):

@@ -25,12 +25,15 @@ def check_enough_classes(split, name):
     return split
 
 
-def split_by_classes(split, fraction, seed):
-    """(train, validation): a random `fraction` of the classes (rounded) stays for training."""
+def split_by_classes(split, fraction):
+    """(train, validation): the classes the authors keep for training, in label order, int(fraction * n)
+    of them: the first of all classes, or, where the split has super-classes (SOP), the first of each."""
     check_fraction(fraction)
-    n_classes = len(split.class_names)
-    shuffled = np.random.default_rng(seed).permutation(n_classes)
-    kept = set(shuffled[:round(fraction * n_classes)].tolist())
+    groups = split.class_groups or [0] * len(split.class_names)
+    kept = set()
+    for group in sorted(set(groups)):
+        members = [label for label, member_group in enumerate(groups) if member_group == group]
+        kept.update(members[:int(fraction * len(members))])
     train = [sample for sample in split.samples if sample[1] in kept]
     validation = [sample for sample in split.samples if sample[1] not in kept]
     return (check_enough_classes(relabel(train, split.class_names), 'training'),

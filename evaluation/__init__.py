@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from evaluation.clustering import kmeans_assignment, nmi, pair_f1
-from evaluation.embeddings import extract_embeddings
+from evaluation.embeddings import AMP_NOTE, extract_embeddings
 from evaluation.metric_names import (METRICS, default_metrics, parse_metric_names,
                                      validate_metric_names)
 from evaluation.retrieval import DEFAULT_CHUNK_SIZE, retrieval_metrics
 
-__all__ = ['METRICS', 'compute_metrics', 'default_metrics', 'extract_embeddings',
+__all__ = ['AMP_NOTE', 'METRICS', 'compute_metrics', 'default_metrics', 'extract_embeddings',
            'validate_metric_names']
 
 logger = logging.getLogger(__name__)

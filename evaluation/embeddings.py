@@ -3,21 +3,28 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+AMP_NOTE = ('--amp: test images are embedded in bfloat16; metrics may differ from a float32 evaluation '
+            'in the third decimal')
 
-def extract_embeddings(model, loader, device):
+
+def embedding_autocast(device_type, amp):
+    """bfloat16 autocast on `device_type` with `amp`, else a disabled one: float32 embeddings, as the authors."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp)
+
+
+def extract_embeddings(model, loader, device, amp=False):
     """Embeddings (N x D float32) and labels (N int64) of every sample `loader` yields.
 
     `loader` yields (labels, images, indices) batches; `model(images)` returns the embeddings or
-    a tuple whose first element is them. The model runs in eval mode without autograd, in bf16
-    autocast on CUDA, and gets its train/eval mode back afterwards.
+    a tuple whose first element is them. The model runs in eval mode without autograd, in float32
+    unless `amp` (bfloat16 autocast), and gets its train/eval mode back afterwards.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
     features, labels = [], []
     try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                    enabled=device.type == 'cuda'):
+        with torch.inference_mode(), embedding_autocast(device.type, amp):
             for batch_labels, images, _ in tqdm(loader, desc='Embedding', leave=False, disable=None):
                 output = model(images.to(device, non_blocking=True))
                 embeddings = output[0] if isinstance(output, (tuple, list)) else output

@@ -31,7 +31,7 @@ def cub(make_cub200):
     ({'--evaluation_metrics': ['e_recall@one']}, 'e_recall@one'),
     ({'--embed_dim': -4}, 'embed_dim'),
     ({'--n_epochs': 0}, 'n_epochs'),
-    ({'--bs': 16}, 'classes per batch'),
+    ({'--bs': 16, '--data_sampler': 'class_distinct'}, 'classes per batch'),
 ])
 def test_bad_flags(cub, tmp_path, capsys, overrides, message):
     code = run_main(*tiny_run_flags(cub, tmp_path / 'runs', **overrides))

@@ -19,8 +19,8 @@ def epoch_batches(sampler, epoch, start_batch=0):
     return list(sampler)
 
 
-def test_batches_hold_distinct_classes_of_samples_per_class_images():
-    sampler = ClassBalancedBatchSampler(LABELS, batch_size=8, samples_per_class=2, seed=0)
+def test_class_distinct_batches_hold_distinct_classes_of_samples_per_class_images():
+    sampler = ClassBalancedBatchSampler(LABELS, batch_size=8, samples_per_class=2, seed=0, draw='class_distinct')
     assert len(sampler) == 46 // 8
     seen_single_image_class = False
     for epoch in range(20):
@@ -83,9 +83,72 @@ def test_replica_slices_partition_the_global_batch():
         assert rank0 + rank1 == batch
 
 
+def test_class_distinct_reproduces_the_earlier_sampler():
+    # Batch 2 of epoch 4, as the sampler before --data_sampler existed drew it (distinct classes and images).
+    sampler = ClassBalancedBatchSampler(LABELS, batch_size=8, samples_per_class=2, seed=0, draw='class_distinct')
+    assert sampler.global_batch(4, 2) == [
+        (38, 877566267622383888), (39, 2502084931514262771), (45, 1304125014439194449),
+        (45, 8757161560323141478), (24, 3637312229567917307), (23, 7829187127357999158),
+        (8, 3027210520709923168), (5, 2463381004677732952)]
+
+
+def batch_statistics(n_classes, images_per_class, batch_size, spc, n_batches, draw):
+    """Mean distinct classes per batch and the share of same-class pairs that are one image twice."""
+    labels = np.repeat(np.arange(n_classes), images_per_class)
+    sampler = ClassBalancedBatchSampler(labels, batch_size, spc, seed=0, draw=draw)
+    distinct_classes, same_image, same_class = [], 0, 0
+    for batch in range(n_batches):
+        indices = np.array([index for index, _ in sampler.global_batch(0, batch)])
+        distinct_classes.append(len(np.unique(labels[indices])))
+        for draw_start in range(0, batch_size, spc):
+            group = indices[draw_start:draw_start + spc]
+            pairs = [(a, b) for i, a in enumerate(group) for b in group[i + 1:]]
+            same_class += len(pairs)
+            same_image += sum(a == b for a, b in pairs)
+    return np.mean(distinct_classes), same_image / same_class
+
+
+def test_class_random_draws_classes_with_replacement_as_the_authors():
+    # CUB: 100 training classes, bs 112, spc 2: 56 draws, expected distinct classes 100 * (1 - 0.99^56).
+    labels = np.repeat(np.arange(100), 30)
+    sampler = ClassBalancedBatchSampler(labels, 112, 2, seed=0)
+    assert sampler.draw == 'class_random'
+    mean_distinct, _ = batch_statistics(100, 30, 112, 2, n_batches=400, draw='class_random')
+    expected = 100 * (1 - (1 - 1 / 100) ** 56)
+    assert abs(mean_distinct - expected) < 1.5
+    assert abs(mean_distinct - 56) > 10  # class_distinct would give 56
+
+
+def test_class_random_draws_images_with_replacement_as_the_authors():
+    # SOP-like: 5 images a class, spc 2: one pair in five is the same image under two augmentations.
+    _, same_image_share = batch_statistics(50, 5, 20, 2, n_batches=2000, draw='class_random')
+    assert abs(same_image_share - 1 / 5) < 0.02
+    _, distinct_share = batch_statistics(50, 5, 20, 2, n_batches=200, draw='class_distinct')
+    assert distinct_share == 0
+
+
+def test_class_random_allows_more_draws_than_classes():
+    sampler = ClassBalancedBatchSampler(np.repeat(np.arange(3), 10), batch_size=16, samples_per_class=2, seed=1)
+    sampler.set_epoch(0)
+    batch = next(iter(sampler))
+    assert len(batch) == 16 and len({index for index, _ in batch}) < 16
+
+
+@pytest.mark.parametrize('draw', ['class_random', 'class_distinct'])
+def test_both_draws_resume_and_slice_the_same(draw):
+    labels = np.repeat(np.arange(12), 4)
+    single = ClassBalancedBatchSampler(labels, batch_size=12, samples_per_class=3, seed=9, draw=draw)
+    full = epoch_batches(single, 2)
+    assert epoch_batches(single, 2, start_batch=2) == full[2:]
+    ranks = [epoch_batches(ClassBalancedBatchSampler(labels, 12, 3, seed=9, num_replicas=2, rank=rank, draw=draw), 2)
+             for rank in range(2)]
+    assert [a + b for a, b in zip(*ranks)] == full
+    for batch in full:  # every slice holds whole draws: labels constant within each group of 3
+        groups = np.array([labels[index] for index, _ in batch]).reshape(-1, 3)
+        assert (groups == groups[:, :1]).all()
+
+
 @pytest.mark.parametrize('labels, batch_size, spc, replicas, message', [
-    (np.repeat(np.arange(5), 30), 112, 2, 1,
-     r'--bs 112 / --samples_per_class 2 = 56 classes per batch, but the training split has only 5 classes'),
     (LABELS, 9, 2, 1, 'not a multiple of --samples_per_class'),
     (LABELS, 8, 4, 4, 'divisible by 16'),
     (LABELS, 48, 8, 1, 'larger than the training split'),
@@ -96,16 +159,27 @@ def test_impossible_settings_are_user_errors(labels, batch_size, spc, replicas, 
         ClassBalancedBatchSampler(labels, batch_size, spc, seed=0, num_replicas=replicas)
 
 
+def test_class_distinct_needs_enough_classes():
+    with pytest.raises(UserError, match=r'56 classes per batch, but the training split has only 5 classes'):
+        ClassBalancedBatchSampler(np.repeat(np.arange(5), 30), 112, 2, seed=0, draw='class_distinct')
+
+
+def test_unknown_draw_is_a_user_error():
+    with pytest.raises(UserError, match='unknown --data_sampler'):
+        ClassBalancedBatchSampler(LABELS, 8, 2, seed=0, draw='random')
+
+
 def test_negative_seed_is_a_user_error():
     with pytest.raises(UserError, match='--seed -1 must be non-negative'):
         ClassBalancedBatchSampler(LABELS, 8, 2, seed=-1)
 
 
-def test_select_reads_the_flags():
-    opt = argparse.Namespace(bs=8, samples_per_class=4, seed=11)
+@pytest.mark.parametrize('draw', ['class_random', 'class_distinct'])
+def test_select_reads_the_flags(draw):
+    opt = argparse.Namespace(bs=8, samples_per_class=4, seed=11, data_sampler=draw)
     sampler = datasampler.select(opt, LABELS)
-    reference = ClassBalancedBatchSampler(LABELS, batch_size=8, samples_per_class=4, seed=11)
-    assert (sampler.num_replicas, sampler.rank) == (1, 0)
+    reference = ClassBalancedBatchSampler(LABELS, batch_size=8, samples_per_class=4, seed=11, draw=draw)
+    assert (sampler.num_replicas, sampler.rank, sampler.draw) == (1, 0, draw)
     assert epoch_batches(sampler, 0) == epoch_batches(reference, 0)
 
 

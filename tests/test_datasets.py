@@ -166,20 +166,37 @@ def fake_split(images_per_class):
     return Split(samples, [f'class_{label}' for label in range(len(images_per_class))])
 
 
-def test_split_by_classes_keeps_a_fraction_of_whole_classes():
+def test_split_by_classes_keeps_the_authors_first_classes():
     split = fake_split([3] * 10)
-    train, validation = split_by_classes(split, 0.8, seed=5)
+    train, validation = split_by_classes(split, 0.75)
 
-    assert len(train.class_names) == 8 and len(validation.class_names) == 2
-    assert set(train.class_names).isdisjoint(validation.class_names)
-    assert set(train.class_names) | set(validation.class_names) == set(split.class_names)
+    # The authors keep train[:int(len(train) * perc)]: int(7.5) = 7 classes, in their order.
+    assert train.class_names == [f'class_{label}' for label in range(7)]
+    assert validation.class_names == ['class_7', 'class_8', 'class_9']
     for part in (train, validation):
         for path, label in part.samples:
             assert path.startswith(part.class_names[label].replace('class_', 'c') + '/')
         assert sorted({label for _, label in part.samples}) == list(range(len(part.class_names)))
     assert sorted(p for p, _ in train.samples + validation.samples) == sorted(p for p, _ in split.samples)
-    assert split_by_classes(split, 0.8, seed=5) == (train, validation)
-    assert split_by_classes(split, 0.8, seed=6) != (train, validation)
+
+
+def test_split_by_classes_with_super_classes_keeps_the_first_of_each():
+    # SOP: the authors split every super-class's sorted classes, int(n * perc) of each for training.
+    samples = [(f'c{label}/0.jpg', label) for label in range(9)]
+    split = Split(samples, [f'class_{label}' for label in range(9)], class_groups=[2, 1, 2, 1, 2, 1, 2, 2, 1])
+    train, validation = split_by_classes(split, 0.6)
+
+    # super-class 1: classes 1 3 5 8 -> int(2.4) = 2 kept; super-class 2: 0 2 4 6 7 -> int(3.0) = 3 kept
+    assert sorted(train.class_names) == sorted(['class_1', 'class_3', 'class_0', 'class_2', 'class_4'])
+    assert sorted(validation.class_names) == sorted(['class_5', 'class_8', 'class_6', 'class_7'])
+
+
+def test_online_products_split_carries_super_classes(make_online_products):
+    root = make_online_products()
+    training = datasets.SPLIT_LOADERS['online_products'](str(root))['training']
+    rows = [line.split() for line in (root / 'Info_Files' / 'Ebay_train.txt').read_text().splitlines()[1:]]
+    super_class_of = {int(class_id): int(super_class) for _, class_id, super_class, _ in rows}
+    assert training.class_groups == [super_class_of[int(name)] for name in training.class_names]
 
 
 def test_split_by_samples_keeps_a_fraction_of_every_class():
@@ -200,12 +217,12 @@ def test_split_by_samples_keeps_a_fraction_of_every_class():
 @pytest.mark.parametrize('fraction', [0.0, 1.0, 1.5])
 def test_split_fraction_outside_zero_one_is_a_user_error(fraction):
     with pytest.raises(UserError, match='tv_split_perc'):
-        split_by_classes(fake_split([2] * 4), fraction, seed=0)
+        split_by_classes(fake_split([2] * 4), fraction)
 
 
 def test_split_leaving_one_class_is_a_user_error():
     with pytest.raises(UserError, match='validation split would have 1 class'):
-        split_by_classes(fake_split([2] * 4), 0.8, seed=0)
+        split_by_classes(fake_split([2] * 4), 0.8)
 
 
 def test_select_with_tv_split_builds_disjoint_training_and_validation(make_cub200):

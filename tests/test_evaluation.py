@@ -234,3 +234,61 @@ def test_extract_embeddings_runs_in_eval_mode():
     evaluation.extract_embeddings(model, triplet_loader(torch.randn(3, 2), torch.zeros(3), 2),
                                   torch.device('cpu'))
     assert seen_modes == [False, False] and model.training
+
+
+class AutocastRecorder(torch.nn.Module):
+    """Records, at every call, whether autocast is on for `device_type` and in which dtype."""
+
+    def __init__(self, device_type):
+        super().__init__()
+        self.device_type = device_type
+        self.seen = []
+
+    def forward(self, images):
+        enabled = torch.is_autocast_enabled(self.device_type)
+        self.seen.append((enabled, torch.get_autocast_dtype(self.device_type) if enabled else None))
+        return images.flatten(1)
+
+
+class StaysOnTheCpu:
+    """A batch of images whose .to(device) keeps them on the CPU: the CUDA code path without a GPU."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def to(self, device, non_blocking=False):
+        return self.images
+
+
+@pytest.mark.parametrize('amp, expected', [(False, (False, None)), (True, (True, torch.bfloat16))])
+def test_cuda_evaluation_embeds_in_float32_unless_amp(monkeypatch, amp, expected):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *args, **kwargs: True)
+    model = AutocastRecorder('cuda')
+    loader = [(torch.zeros(2), StaysOnTheCpu(torch.randn(2, 3)), torch.arange(2)) for _ in range(2)]
+    features, _ = evaluation.extract_embeddings(model, loader, 'cuda', amp=amp)
+    assert model.seen == [expected, expected]
+    assert features.dtype == np.float32
+
+
+@pytest.mark.parametrize('amp', [False, True])
+def test_cpu_evaluation_embeds_in_float32_unless_amp(amp):
+    model = AutocastRecorder('cpu')
+    evaluation.extract_embeddings(model, triplet_loader(torch.randn(4, 3), torch.zeros(4), 2), 'cpu', amp=amp)
+    assert model.seen == [(amp, torch.bfloat16 if amp else None)] * 2
+
+
+@pytest.mark.parametrize('amp', [False, True])
+def test_training_evaluation_passes_amp_on(monkeypatch, amp):
+    import argparse
+    import main
+    calls = []
+
+    def recording_extract(model, loader, device, amp=False):
+        calls.append(amp)
+        return np.eye(4, dtype=np.float32), np.array([0, 0, 1, 1])
+
+    monkeypatch.setattr(evaluation, 'extract_embeddings', recording_extract)
+    opt = argparse.Namespace(amp=amp, evaluation_metrics=['e_recall@1'], evaluate_on_gpu=False, seed=0)
+    main.evaluate(torch.nn.Identity(), {'': None, 'val_': None}, torch.device('cpu'), opt)
+    assert calls == [amp, amp]

@@ -9,7 +9,7 @@ ORIGINAL_DEFAULTS = {
     'loss_multisimilarity_margin': 0.1, 'loss_multisimilarity_thresh': 0.5, 'kd_tau': 1, 'kd_lambda': 75,
     'diffusion_w': 0.99, 'diffusion_tau': 1, 'tau': [1000], 'gamma': 0.3, 'optim': 'adam', 'kernels': 6,
     'save_path': 'Training_Results', 'loss': 'multisimilarity_obd_sd', 'image_size': 224, 'fc_lr': -1,
-    'augmentation': 'base', 'PSD': False, 'OBDP': False, 'dry_run': False,
+    'augmentation': 'base', 'PSD': False, 'OBDP': False, 'dry_run': False, 'data_sampler': 'class_random',
 }
 
 
@@ -61,9 +61,11 @@ def test_bad_values_are_user_errors(args, message):
         parameters.parse_args(args)
 
 
-def test_parser_errors_are_one_line(capsys):
+@pytest.mark.parametrize('args, message', [(['--bs', 'many'], '--bs'),
+                                           (['--data_sampler', 'class_randm'], "choose from 'class_random', ")])
+def test_parser_errors_are_one_line(capsys, args, message):
     with pytest.raises(SystemExit) as stop:
-        parameters.build_parser(prog='main.py').parse_args(['--bs', 'many'])
+        parameters.build_parser(prog='main.py').parse_args(args)
     assert stop.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "--bs" in lines[0]
+    assert len(lines) == 1 and message in lines[0]

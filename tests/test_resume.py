@@ -139,3 +139,30 @@ def test_resume_refuses_a_changed_model_flag_and_a_finished_run(data, tmp_path):
     assert before == after
     assert run_main('--resume', folder, '--n_epochs', '2') == 0
     assert len(read_summary(folder)['history']) == 2
+
+
+def resumable(config):
+    return {'config': config, 'training_state': {'epoch': 1, 'progress': {'step': 0}}}
+
+
+@pytest.mark.parametrize('stored, expected', [(None, 'class_distinct'), ('class_distinct', 'class_distinct'),
+                                              ('class_random', 'class_random')])
+def test_a_resumed_run_keeps_its_sampler(stored, expected):
+    import parameters
+    from utilities.resume import options_for_resume
+
+    parser = parameters.build_parser()
+    config = vars(parser.parse_args(['--n_epochs', '3']))
+    if stored is None:  # a checkpoint written before --data_sampler existed drew distinct classes
+        del config['data_sampler']
+    else:
+        config['data_sampler'] = stored
+    argv = ['--resume', 'run', '--n_epochs', '5']
+    resumed = options_for_resume(resumable(config), parser.parse_args(argv), parameters.explicit_flags(parser, argv),
+                                 'run/last.pth')
+    assert resumed.data_sampler == expected and resumed.n_epochs == 5
+    other = 'class_random' if expected == 'class_distinct' else 'class_distinct'
+    argv += ['--data_sampler', other]
+    with pytest.raises(main.UserError, match='--data_sampler'):
+        options_for_resume(resumable(config), parser.parse_args(argv), parameters.explicit_flags(parser, argv),
+                           'run/last.pth')

@@ -47,6 +47,8 @@ def test_sample_run_passes_dry_run(args, datapath, capsys):
     printed = capsys.readouterr().out
     config = json.loads(printed[:printed.rindex('}') + 1])
     assert config['resolved_dataset_folder'] == os.path.join(str(datapath), flag(args, '--dataset'))
+    assert config['data_sampler'] == 'class_random'
+    assert 'batches: class_random (each class draw and each image WITH replacement' in printed
 
 
 def test_sample_runs_cover_the_papers_runs():

@@ -83,3 +83,23 @@ def test_our_checkpoint_evaluates_with_its_own_arch(make_cub200, tmp_path):
     written = json.loads(out.read_text())['results']['checkpoint']
     assert written['arch'] == 'resnet18_normalize' and written['embed_dim'] == 16
     assert abs(written['metrics']['e_recall@1'] - summary['best']['e_recall@1']) < 1e-6
+
+
+def test_evaluation_is_float32_unless_amp(make_cub200, tmp_path, monkeypatch):
+    import Test_pretrained_models
+
+    data = make_cub200(n_classes=6, per_class=4)
+    assert run_main(*tiny_run_flags(data, tmp_path, **{'--n_epochs': 1})) == 0
+    checkpoint = tmp_path / 'cub200' / 'tiny' / 'best_e_recall@1.pth'
+    extract, amp_seen = evaluation.extract_embeddings, []
+
+    def recording_extract(model, loader, device, amp=False):
+        amp_seen.append(amp)
+        return extract(model, loader, device, amp=amp)
+
+    monkeypatch.setattr(evaluation, 'extract_embeddings', recording_extract)
+    common = ['--dataset', 'cub200', '--source', str(data), '--kernels', '0', '--image_size', '32',
+              '--checkpoint', str(checkpoint)]
+    assert Test_pretrained_models.main(common) == 0
+    assert Test_pretrained_models.main(common + ['--amp']) == 0
+    assert amp_seen == [False, True]

@@ -13,6 +13,9 @@ logger = logging.getLogger(__name__)
 OVERRIDABLE = {'resume', 'dry_run', 'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online',
                'skip_nonfinite', 'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout'}
 
+# What runs saved before a flag existed did; a flag missing here takes today's default.
+BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct'}
+
 
 def training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id):
     """Everything beyond the student's weights that continuing at (epoch, progress.step) needs."""
@@ -30,10 +33,10 @@ def options_for_resume(checkpoint, opt, explicit, path):
         raise UserError(f'{path} is not a resumable checkpoint (it has no training state); resume from a run '
                         f'folder or its last.pth')
     config = dict(checkpoint['config'])
-    for name, value in vars(opt).items():  # flags added since the checkpoint was written
-        config.setdefault(name, value)
+    for name, value in vars(opt).items():
+        config.setdefault(name, BEFORE_FLAG_EXISTED.get(name, value))
     for name in sorted(explicit - OVERRIDABLE):
-        if name in config and config[name] != getattr(opt, name):
+        if config[name] != getattr(opt, name):
             raise UserError(f'--{name} {getattr(opt, name)} differs from the resumed run ({config[name]}); resume '
                             f'without it, or start a new run')
     config.update({name: getattr(opt, name) for name in explicit & OVERRIDABLE})
