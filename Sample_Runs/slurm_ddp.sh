@@ -2,10 +2,10 @@
 # OBD-SD on Stanford Online Products over 2 nodes x 4 GPUs (8 processes), submitted with
 #   datapath=/data/dml sbatch Sample_Runs/slurm_ddp.sh
 # One torchrun per node starts one process per GPU; they meet at the first node of the allocation.
-# --bs is the global batch: each of the 8 processes embeds 112 / 8 = 14 images (7 classes x 2) and the loss sees
-# all 112, as on one GPU. A re-submitted job continues its newest run (--resume auto). SLURM's SIGTERM
-# 120 s before the time limit makes every process stop at the same step and rank 0 save a resumable checkpoint;
-# torchrun gives its workers 30 s for that before killing them.
+# --bs is the global batch: each of the 8 processes embeds 112 / 8 = 14 images (7 draws of 2 images of a class)
+# and the loss sees all 112, as on one GPU. Submitted again, the job continues its newest run (--resume auto).
+# SLURM's SIGTERM 120 s before the time limit makes every process stop at the same step and rank 0 save a
+# resumable checkpoint; torchrun gives its workers 30 s for that before killing them.
 #SBATCH --job-name=obd_sd_sop
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
