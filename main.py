@@ -2,6 +2,7 @@
 
     python main.py --dataset cub200 --source $datapath/cub200 --PSD --OBDP --kd_lambda 1000 --diffusion_w 0.3
     python main.py --dataset digits --PSD --OBDP      # built-in demo, no download
+    torchrun --nproc_per_node=4 main.py ...           # DistributedDataParallel; --bs stays the global batch
 """
 import json
 import logging
@@ -17,6 +18,7 @@ import datasampler
 import datasets
 import evaluation
 import parameters
+from utilities import distributed
 from utilities.checkpoint import plain_config, read_checkpoint, save_checkpoint
 from utilities.errors import UserError, exit_with
 from utilities.files import FileWriteError
@@ -28,7 +30,7 @@ from utilities.resume import options_for_resume, restore_training_state, trainin
 from utilities.run_folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint_note, new_run_folder,
                                   resume_checkpoint)
 from utilities.run_lock import claim_run_folder
-from utilities.runtime import seed_everything, select_device
+from utilities.runtime import seed_everything
 from utilities.stop_signals import StopSignals, ignore_stop_signals
 from utilities.summary import RunSummary
 from utilities.teacher import make_teacher, refresh_teacher
@@ -49,9 +51,9 @@ def main(argv=None):
     if opt.dry_run:
         return dry_run(opt)
 
-    setup_logging()
+    device = distributed.init(opt.dist_backend, opt.gpu, opt.bs, opt.samples_per_class, opt.dist_timeout)
+    setup_logging(quiet=not distributed.is_main())
     report_applied_defaults(opt)
-    device = select_device(opt.gpu)
     seed_everything(opt.seed, opt.deterministic)
     data = datasets.select(opt)
     opt.n_classes = data['training'].n_classes
@@ -62,23 +64,24 @@ def main(argv=None):
         eval_loaders['val_'] = make_loader(data['validation'], opt.kernels, device, batch_size=opt.bs)
 
     model = architectures.select(opt.arch, opt).to(device)
+    network = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
     teacher = make_teacher(model)
     criterion = criteria.select(opt.loss, opt).to(device)
     optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay)
     scheduler = build_scheduler(optimizer, milestones=opt.tau, gamma=opt.gamma)
     summary = RunSummary(opt.storage_metrics, config=plain_config(opt))
-    folder = os.path.dirname(os.path.abspath(resume_path)) if resumed else new_run_folder(
-        opt.save_path, opt.dataset, run_name(opt))
-    lock = claim_run_folder(folder)
-    setup_logging(folder)
+    folder = os.path.dirname(os.path.abspath(resume_path)) if resumed else distributed.on_main(
+        new_run_folder, opt.save_path, opt.dataset, run_name(opt))
+    lock = claim_run_folder(folder) if distributed.is_main() else None
+    setup_logging(folder if distributed.is_main() else None, quiet=not distributed.is_main())
     report_left_out(data)
     start_epoch, progress = 0, EpochProgress()
     if resumed:
         start_epoch, progress, summary, online_id = restore_training_state(
             resumed, model, teacher, criterion, optimizer, scheduler, opt.storage_metrics)
         logger.info('resuming %s at epoch %d, step %d', folder, start_epoch, progress.step)
-    online = OnlineLog(opt.log_online, opt.project, opt.group, os.path.basename(folder), summary.config, folder,
-                       run_id=resumed and online_id)
+    online = OnlineLog(opt.log_online and distributed.is_main(), opt.project, opt.group, os.path.basename(folder),
+                       summary.config, folder, run_id=resumed and online_id)
     logger.info('run folder %s | %d training images of %d classes | %s on %s | batches: %s', folder,
                 len(data['training']), opt.n_classes, opt.arch, device, datasampler.DRAWS[opt.data_sampler])
     if opt.amp:
@@ -89,28 +92,30 @@ def main(argv=None):
             for epoch in range(start_epoch, opt.n_epochs):
                 sampler.set_epoch(epoch, start_batch=progress.step)
                 try:
-                    progress = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch,
+                    progress = train_one_epoch(network, teacher, criterion, optimizer, train_loader, device, epoch,
                                                progress, stop, opt.skip_nonfinite, amp=opt.amp)
                 except NonFiniteLoss as error:
                     raise UserError(f'{error}; {last_checkpoint_note(folder)}; lower --lr, or pass '
                                     f'--skip_nonfinite to skip such batches') from None
-                if stop.requested:
-                    save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch, progress,
-                                   online.run_id)
+                if stop.requested:  # all wait for rank 0 to save: torchrun ends the others when one exits non-zero
+                    distributed.on_main(save_resumable, folder, model, teacher, criterion, optimizer, scheduler,
+                                        summary, epoch, progress, online.run_id)
                     return report_stop(stop, folder)
                 scheduler.step()
+                distributed.broadcast_buffers(model)
                 refresh_teacher(teacher, model)
                 entry = {'epoch': epoch, **progress.averages(), **evaluate(model, eval_loaders, device, opt)}
                 summary.add_epoch(entry)
                 progress = EpochProgress()
-                save_best(folder, model, summary, opt.storage_metrics, entry)
-                save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch + 1, progress,
-                               online.run_id)
-                summary.save(folder)
-                plot_history(summary.history, opt.evaluation_metrics, folder)
-                online.log(entry)
+                if distributed.is_main():
+                    save_best(folder, model, summary, opt.storage_metrics, entry)
+                    save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch + 1,
+                                   progress, online.run_id)
+                    summary.save(folder)
+                    plot_history(summary.history, opt.evaluation_metrics, folder)
+                    online.log(entry)
                 logger.info(epoch_line(entry))
-                if stop.requested and epoch + 1 < opt.n_epochs:
+                if stop.agree() and epoch + 1 < opt.n_epochs:
                     return report_stop(stop, folder)
         except evaluation.NonFiniteEmbeddings as error:
             raise UserError(f'{error}; {last_checkpoint_note(folder)}') from None
@@ -119,14 +124,16 @@ def main(argv=None):
                             f'{how_to_continue(folder)}') from None
         finally:
             online.finish()
-            lock.release()
+            if lock is not None:
+                lock.release()
     logger.info('done: best %s', json.dumps(summary.to_dict()['best']))
     return 0
 
 
 def report_stop(stop, folder):
     """Log how to continue a run stopped by a signal; the exit code that says why it stopped."""
-    logger.warning('stopped by %s; continue with: python main.py --resume %s', stop.requested, folder)
+    command = 'torchrun <as before> main.py' if distributed.is_distributed() else 'python main.py'
+    logger.warning('stopped by %s; continue with: %s --resume %s', stop.requested, command, folder)
     return stop.exit_code
 
 
@@ -160,8 +167,10 @@ def report_applied_defaults(opt, stream=None):
 
 
 def make_loader(dataset, workers, device, batch_sampler=None, batch_size=None):
-    """Training (batch_sampler) or evaluation (batch_size, in order) loader."""
-    batching = {'batch_sampler': batch_sampler} if batch_sampler is not None else {'batch_size': batch_size}
+    """Training (batch_sampler) or evaluation (batch_size, in order; under torchrun this rank's shard) loader."""
+    shard = distributed.ShardSampler(len(dataset), distributed.world_size(), distributed.rank())
+    batching = {'batch_sampler': batch_sampler} if batch_sampler is not None else {'batch_size': batch_size,
+                                                                                   'sampler': shard}
     # A private generator keeps the global torch RNG untouched by loader iteration (bit-exact resume).
     return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=device.type == 'cuda',
                                        persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals,
@@ -169,12 +178,17 @@ def make_loader(dataset, workers, device, batch_sampler=None, batch_size=None):
 
 
 def evaluate(model, loaders, device, opt):
-    """Metrics of every evaluation split (test names as they are, validation prefixed val_) and the time taken."""
+    """Metrics of every evaluation split (test names as they are, validation prefixed val_) and the time taken.
+
+    Under torchrun each rank embeds its shard; rank 0 computes the metrics of them all and every rank gets them.
+    """
     started, results = time.perf_counter(), {}
     for prefix, loader in loaders.items():
         features, labels = evaluation.extract_embeddings(model, loader, device, amp=opt.amp)
-        metrics = evaluation.compute_metrics(features, labels, opt.evaluation_metrics,
-                                             use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
+        features = distributed.gather_shards(features, len(loader.dataset))
+        labels = distributed.gather_shards(labels, len(loader.dataset))
+        metrics = distributed.on_main(evaluation.compute_metrics, features, labels, opt.evaluation_metrics,
+                                      use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
         results.update({prefix + name: value for name, value in metrics.items()})
     results['eval_time_s'] = time.perf_counter() - started
     return results
@@ -194,6 +208,8 @@ def save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summ
 
 if __name__ == '__main__':
     try:
-        sys.exit(main())
+        code = main()
     except UserError as error:
         exit_with(error)
+    distributed.teardown()
+    sys.exit(code)

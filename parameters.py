@@ -15,7 +15,7 @@ DIGITS_DEFAULTS = {
     'arch': 'resnet18_normalize',
     'not_pretrained': True,
     'image_size': 32,
-    'bs': 40,
+    'bs': 32,
     'samples_per_class': 8,
     'n_epochs': 6,
     'lr': 1e-3,
@@ -131,7 +131,12 @@ def add_evaluation_flags(group):
 
 
 def add_run_flags(group):
-    group.add_argument('--gpu', type=int, nargs='+', default=[0], help='CUDA device index (the first is used).')
+    group.add_argument('--gpu', type=int, nargs='+', default=[0],
+                       help='CUDA device index (the first is used); under torchrun each process takes GPU LOCAL_RANK.')
+    group.add_argument('--dist_backend', default='auto', choices=['auto', 'nccl', 'gloo'],
+                       help='torchrun runs: NCCL (GPUs) or gloo (CPUs); auto picks NCCL where there are GPUs.')
+    group.add_argument('--dist_timeout', type=float, default=30,
+                       help='torchrun runs: minutes a process waits for the others before giving up.')
     group.add_argument('--save_path', default='Training_Results', type=os.path.expanduser,
                        help='Runs go to save_path/<dataset>/<group>.')
     group.add_argument('--savename', default='', help='Run folder name (default: the group name).')
@@ -208,6 +213,7 @@ def validate(opt):
         (opt.decay >= 0, f'--decay must be non-negative, got {opt.decay}'),
         (opt.gamma > 0, f'--gamma must be positive, got {opt.gamma}'),
         (opt.kernels >= 0, f'--kernels must be 0 or more, got {opt.kernels}'),
+        (opt.dist_timeout > 0, f'--dist_timeout must be positive, got {opt.dist_timeout}'),
         (opt.image_size >= 16, f'--image_size must be at least 16, got {opt.image_size}'),
         (0 < opt.tv_split_perc < 1, f'--tv_split_perc must be in (0, 1), got {opt.tv_split_perc}'),
         (not opt.OBDP or opt.PSD, '--OBDP diffuses the self-distillation target: add --PSD'),

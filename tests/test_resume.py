@@ -54,6 +54,7 @@ class StopAfterChecks:
 
     def __init__(self, checks):
         self.left = checks
+        self.requested = None
         self.exit_code = 143
 
     def __enter__(self):
@@ -62,15 +63,16 @@ class StopAfterChecks:
     def __exit__(self, *exc):
         return False
 
-    @property
-    def requested(self):
+    def agree(self):
         self.left -= 1
-        return 'SIGTERM' if self.left < 0 else None
+        if self.left < 0:
+            self.requested = 'SIGTERM'
+        return self.requested is not None
 
 
 def test_stop_mid_epoch_then_resume_matches(data, reference, tmp_path, monkeypatch):
-    # epoch 0 makes 7 checks (5 steps + 2 after it): the 10th check is in the middle of epoch 1
-    monkeypatch.setattr(main, 'StopSignals', lambda: StopAfterChecks(9))
+    # epoch 0 makes 6 checks (5 steps + 1 after it): the 9th check is in the middle of epoch 1
+    monkeypatch.setattr(main, 'StopSignals', lambda: StopAfterChecks(8))
     assert run_main(*flags(data, tmp_path, 'cut')) == 143
     folder = tmp_path / 'cub200' / 'cut'
     state = torch.load(folder / 'last.pth', weights_only=True)['training_state']

@@ -4,12 +4,14 @@ import os
 import sys
 
 
-def setup_logging(folder=None):
-    """Log INFO to stdout and, with a run folder, append to <folder>/log.txt."""
+def setup_logging(folder=None, quiet=False):
+    """Log INFO (WARNING when quiet: the ranks other than 0 of a torchrun run) to stdout and, with a run folder,
+    append to <folder>/log.txt."""
     handlers = [logging.StreamHandler(sys.stdout)]
     if folder is not None:
         handlers.append(logging.FileHandler(os.path.join(folder, 'log.txt'), encoding='utf-8'))
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s',
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format='%(asctime)s %(levelname)s %(message)s',
                         datefmt='%H:%M:%S', handlers=handlers, force=True)
 
 

@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 
 # Flags that may differ from the resumed run's: where data and hardware are, and how long to go on.
 OVERRIDABLE = {'resume', 'dry_run', 'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online',
-               'skip_nonfinite', 'n_epochs', 'save_path', 'amp'}
+               'skip_nonfinite', 'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout'}
 
 # What runs saved before a flag existed did; a flag missing here takes today's default.
 BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct'}

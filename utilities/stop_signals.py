@@ -2,15 +2,22 @@
 import logging
 import signal
 
+from utilities import distributed
+
 logger = logging.getLogger(__name__)
 
 
 class StopSignals:
-    """While active, SIGINT/SIGTERM set `requested` instead of killing the process; a second Ctrl-C aborts."""
+    """While active, SIGINT/SIGTERM are recorded instead of killing the process; a second Ctrl-C aborts.
+
+    `received` is what this process got; `requested` is the stop every process agreed on at the last `agree()`,
+    the value that decisions read (under torchrun a signal to any rank stops all ranks at the same step).
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
+        self.received = None
         self.requested = None
         self.previous = {}
 
@@ -24,11 +31,19 @@ class StopSignals:
             signal.signal(number, handler)
 
     def handle(self, number, frame):
-        if self.requested is not None and number == signal.SIGINT:
+        if self.received is not None and number == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = signal.Signals(number).name
+        self.received = signal.Signals(number).name
         logger.warning('%s received: finishing the current step, then saving a resumable checkpoint '
-                       '(Ctrl-C again aborts without saving)', self.requested)
+                       '(Ctrl-C again aborts without saving)', self.received)
+
+    def agree(self):
+        """Whether any process received a stop signal (a collective under torchrun: call it at the same point on
+        every rank); `requested` becomes that signal's name on every rank."""
+        number = distributed.largest_over_ranks(signal.Signals[self.received].value if self.received else 0)
+        if number:
+            self.requested = signal.Signals(number).name
+        return self.requested is not None
 
     @property
     def exit_code(self):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, asdict
 import torch
 from tqdm import tqdm
 
+from utilities import distributed
+
 logger = logging.getLogger(__name__)
 
 
@@ -44,9 +46,10 @@ class EpochProgress:
 
 def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch, progress, stop, skip_nonfinite,
                     amp=False):
-    """Train on the loader's batches from progress.step on; stops early when `stop.requested` is set.
+    """Train on the loader's batches from progress.step on; stops early when any process received a stop signal.
 
     amp: the networks run in bfloat16 autocast; the criterion computes in float32 whatever it is given.
+    Under torchrun `model` is the DDP-wrapped student and the loss sees the batch gathered from every rank.
     """
     model.train()
     with_teacher = criterion.needs_teacher(epoch)
@@ -62,22 +65,24 @@ def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch,
             if with_teacher:
                 with torch.no_grad():
                     teacher_embeddings = teacher(images)
+        embeddings, labels, teacher_embeddings = distributed.gather_batch(embeddings, labels, teacher_embeddings)
         loss = criterion(embeddings, labels, teacher_batch=teacher_embeddings, epoch=epoch)
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
         # The ranking losses mask pairs whose similarity is nan, so a diverged network can still give a finite loss.
-        if not (math.isfinite(loss_value) and torch.isfinite(embeddings).all()):
+        if not distributed.all_ranks(math.isfinite(loss_value) and bool(torch.isfinite(embeddings).all())):
             if not skip_nonfinite:
                 raise NonFiniteLoss(epoch, progress.step)
             progress.skipped_nonfinite += 1
             logger.warning('skipped a non-finite loss in epoch %d, step %d', epoch, progress.step)
         else:
             loss.backward()
+            distributed.average_gradients(criterion)
             optimizer.step()
             progress.record(loss_value, criterion.terms)
         progress.step += 1
         batches.set_postfix(loss=f'{loss_value:.4f}')
-        if stop.requested:
+        if stop.agree():
             break
     progress.train_time_s += time.perf_counter() - started
     return progress

@@ -1,0 +1,86 @@
+"""Run by tests/test_distributed.py, alone (`python`) or under `torchrun --nproc_per_node=2`:
+
+    step SOURCE OUT    one epoch of a single training step at epoch 1 (the teacher term on); rank 0 saves the loss
+                       terms and the weights before and after into OUT, every rank its loss into OUT.rank<r>
+    shards LENGTH OUT  ShardSampler + gather_shards over a dataset of LENGTH items; rank 0 saves what it gathered
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import architectures  # noqa: E402
+import criteria  # noqa: E402
+import datasampler  # noqa: E402
+import datasets  # noqa: E402
+import main  # noqa: E402
+import parameters  # noqa: E402
+from runs import tiny_run_flags  # noqa: E402
+from utilities import distributed  # noqa: E402
+from utilities.optimization import build_optimizer  # noqa: E402
+from utilities.runtime import seed_everything  # noqa: E402
+from utilities.stop_signals import StopSignals  # noqa: E402
+from utilities.teacher import make_teacher  # noqa: E402
+from utilities.training import EpochProgress, train_one_epoch  # noqa: E402
+
+# 8 images of 4 training classes: one batch of 4 classes x 2; frozen BatchNorm makes each sample's embedding
+# independent of the others in its slice; SGD (unlike Adam) shows any error in the gradient's scale.
+STEP_FLAGS = {'--arch': 'resnet18_frozen_normalize', '--bs': 8, '--samples_per_class': 2, '--optim': 'sgd',
+              '--lr': 0.05, '--dist_backend': 'gloo'}
+EPOCH = 1
+
+
+def perturb(teacher):
+    """A teacher unlike the student (as after an epoch of training), the same in every process."""
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in teacher.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+
+
+def step(source, out):
+    opt = parameters.parse_args(tiny_run_flags(source, os.path.dirname(out), **STEP_FLAGS))
+    device = distributed.init(opt.dist_backend, opt.gpu, opt.bs, opt.samples_per_class, opt.dist_timeout)
+    seed_everything(opt.seed)
+    data = datasets.select(opt)
+    opt.n_classes = data['training'].n_classes
+    sampler = datasampler.select(opt, data['training'].labels)
+    sampler.set_epoch(EPOCH)
+    loader = main.make_loader(data['training'], 0, device, batch_sampler=sampler)
+    model = architectures.select(opt.arch, opt)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    network = distributed.wrap(model, device)
+    teacher = make_teacher(model)
+    perturb(teacher)
+    criterion = criteria.select(opt.loss, opt)
+    optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay)
+    progress = train_one_epoch(network, teacher, criterion, optimizer, loader, device, EPOCH, EpochProgress(),
+                               StopSignals(), skip_nonfinite=False)
+    assert progress.trained_steps == 1
+    losses = {'loss': progress.loss_sum, 'loss_rank': progress.loss_rank_sum, 'loss_kd': progress.loss_kd_sum}
+    torch.save(losses, f'{out}.rank{distributed.rank()}')
+    if distributed.is_main():
+        torch.save({**losses, 'before': before, 'after': model.state_dict()}, out)
+    distributed.teardown()
+
+
+def shards(length, out):
+    distributed.init('gloo', [0], 2, 1, 1)
+    sampler = distributed.ShardSampler(length, distributed.world_size(), distributed.rank())
+    indices = np.array(list(sampler), dtype=np.int64)
+    features = np.stack([indices * 10.0, indices * 10.0 + 1], axis=1).astype(np.float32)
+    gathered = distributed.gather_shards(features, length), distributed.gather_shards(indices, length)
+    if distributed.is_main():
+        np.savez(out, features=gathered[0], indices=gathered[1])
+    distributed.teardown()
+
+
+if __name__ == '__main__':
+    command, argument, out = sys.argv[1:]
+    if command == 'step':
+        step(argument, out)
+    else:
+        shards(int(argument), out)

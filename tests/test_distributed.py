@@ -1,0 +1,151 @@
+"""torchrun on the CPU (gloo, 2 processes): the same step as one process, one run folder, sharded evaluation."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from runs import ROOT, read_summary, run_main, tiny_run_flags
+from utilities import distributed
+
+WORKER = os.path.join(ROOT, 'tests', 'distributed_worker.py')
+
+
+def torchrun(*args, processes=2, timeout=240):
+    """`torchrun --standalone --nproc_per_node=<processes> <args>` (a free port of its own), from the repository."""
+    environment = {**os.environ, 'WANDB_MODE': 'disabled', 'OMP_NUM_THREADS': '1'}
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={processes}',
+               *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def one_process(*args):
+    environment = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=environment, capture_output=True,
+                          text=True, timeout=240)
+
+
+def test_two_processes_take_the_one_process_step(make_cub200, tmp_path):
+    data = make_cub200(n_classes=8, per_class=2)
+    alone, pair = tmp_path / 'alone.pt', tmp_path / 'pair.pt'
+    result = one_process(WORKER, 'step', data, alone)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = torchrun(WORKER, 'step', data, pair)
+    assert result.returncode == 0, result.stderr[-3000:]
+    alone, pair, pair_rank1 = (torch.load(path, weights_only=True) for path in (alone, pair, f'{pair}.rank1'))
+
+    assert alone['loss_kd'] > 0  # the teacher term is on, and part of the comparison
+    for key in ('loss', 'loss_rank', 'loss_kd'):
+        assert pair[key] == pytest.approx(alone[key], rel=1e-5), key
+        assert pair_rank1[key] == pair[key], key  # every rank logs the loss of the whole global batch
+    assert alone['before'].keys() == pair['before'].keys()
+    moved = 0
+    for name, start in alone['before'].items():
+        torch.testing.assert_close(pair['before'][name], start)
+        update, pair_update = alone['after'][name] - start, pair['after'][name] - start
+        if update.is_floating_point() and update.abs().max() > 0:
+            moved += 1
+            torch.testing.assert_close(pair_update, update, rtol=1e-3, atol=1e-3 * update.abs().max().item())
+    assert moved > 50  # the step changed the weights (conv, BatchNorm affine and head)
+
+
+def test_sharded_evaluation_gathers_every_sample_once_in_order(tmp_path):
+    out = tmp_path / 'shards.npz'
+    result = torchrun(WORKER, 'shards', 7, out)  # 4 + 3 items: rank 1's shard is padded for the gather
+    assert result.returncode == 0, result.stderr[-3000:]
+    gathered = np.load(out)
+    np.testing.assert_array_equal(gathered['indices'], np.arange(7))
+    np.testing.assert_array_equal(gathered['features'], np.stack([np.arange(7) * 10.0, np.arange(7) * 10.0 + 1], 1))
+
+
+def test_shards_cover_a_dataset_once():
+    shards = [list(distributed.ShardSampler(10, 3, rank)) for rank in range(3)]
+    assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    assert [len(distributed.ShardSampler(10, 3, rank)) for rank in range(3)] == [4, 3, 3]
+
+
+def test_two_process_digits_run_writes_one_complete_run_folder(tmp_path):
+    result = torchrun('main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 2, '--image_size', 16,
+                      '--embed_dim', 16, '--source', tmp_path / 'data', '--save_path', tmp_path / 'runs')
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders = os.listdir(tmp_path / 'runs' / 'digits')
+    assert folders == ['run']
+    folder = tmp_path / 'runs' / 'digits' / 'run'
+    summary = read_summary(folder)
+    assert [entry['epoch'] for entry in summary['history']] == [0, 1]
+    assert summary['history'][1]['loss_kd'] > 0
+    for entry in summary['history']:
+        assert 0 <= entry['e_recall@1'] <= 1 and 0 <= entry['nmi'] <= 1
+    assert {'best_e_recall@1.pth', 'best_nmi.pth', 'last.pth', 'log.txt', 'summary.json'} <= set(os.listdir(folder))
+    assert result.stdout.count('epoch 1 |') == 1  # rank 0 alone logs
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--bs', 8, '--samples_per_class', 8], 'multiple of 2 x --samples_per_class 8 = 16'),
+    (['--dist_backend', 'nccl'], '--dist_backend nccl needs GPUs'),
+])
+def test_bad_distributed_set_up_is_a_one_line_error(flags, message, make_cub200, tmp_path, monkeypatch, capsys):
+    if '--dist_backend' in flags and torch.cuda.is_available():
+        pytest.skip('this machine has GPUs')
+    monkeypatch.setenv('WORLD_SIZE', '2')  # as torchrun --nproc_per_node=2 sets it; no process group is joined
+    args = tiny_run_flags(make_cub200(), tmp_path, **{'--bs': 16})
+    assert run_main(*args, *flags) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count('\n') == 1
+    assert not (tmp_path / 'cub200').exists()
+
+
+def test_an_error_on_rank_0_alone_ends_every_rank(make_cub200, tmp_path):
+    blocker = tmp_path / 'not_a_folder'
+    blocker.write_text('a file where --save_path wants a folder')
+    result = torchrun('main.py', *tiny_run_flags(make_cub200(), blocker, **{'--dist_backend': 'gloo'}), timeout=120)
+    assert result.returncode != 0
+    # rank 0 met the error creating the run folder; rank 1, waiting for the folder's name, reports it too
+    assert result.stderr.count(f'error: cannot create {blocker}') == 2, result.stderr[-3000:]
+
+
+def worker_of_rank(launcher, rank):
+    """The pid of torchrun's worker process of `rank` (a child of the launcher whose environment says RANK=rank)."""
+    for pid in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{pid}/stat') as stream:
+                parent = int(stream.read().rsplit(')', 1)[1].split()[1])
+            with open(f'/proc/{pid}/environ', 'rb') as stream:
+                environment = stream.read().split(b'\0')
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == launcher and f'RANK={rank}'.encode() in environment:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the worker processes in /proc')
+def test_sigterm_to_one_rank_stops_both_and_the_run_resumes(tmp_path):
+    args = ['main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 3, '--image_size', 16, '--embed_dim', 16,
+            '--source', tmp_path / 'data', '--save_path', tmp_path / 'runs']
+    environment = {**os.environ, 'WANDB_MODE': 'disabled', 'OMP_NUM_THREADS': '1'}
+    launcher = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                                 *map(str, args)], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    folder = tmp_path / 'runs' / 'digits' / 'run'
+    deadline = time.time() + 180
+    while not (folder / 'last.pth').exists():  # epoch 0 is done: the signal comes in epoch 1
+        assert launcher.poll() is None and time.time() < deadline, launcher.communicate()[0][-3000:]
+        time.sleep(0.05)
+    os.kill(worker_of_rank(launcher.pid, 1), signal.SIGTERM)
+    output = launcher.communicate(timeout=180)[0]
+    assert launcher.returncode != 0
+    log = (folder / 'log.txt').read_text()
+    assert 'stopped by SIGTERM' in log, output[-3000:]  # rank 0, which got no signal, stopped and said why
+    state = torch.load(folder / 'last.pth', weights_only=True)['training_state']
+    assert (state['epoch'], state['progress']['step'] > 0) in ((1, True), (2, False))
+    assert len(read_summary(folder)['history']) < 3
+
+    result = torchrun('main.py', '--resume', folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [entry['epoch'] for entry in read_summary(folder)['history']] == [0, 1, 2]
+    assert os.listdir(tmp_path / 'runs' / 'digits') == ['run']
