@@ -38,7 +38,8 @@ def nearest_neighbours(features, queries, k):
 
 
 def tile_of(path, size):
-    """The image at `path` centre-cropped to a square and resized (the eval transform's geometry); grey if unreadable."""
+    """The image at `path` centre-cropped to a square and resized (the eval transform's geometry); grey when
+    unreadable."""
     try:
         return ImageOps.fit(load_rgb(path), (size, size), Image.Resampling.BICUBIC)
     except UNREADABLE_IMAGE_ERRORS:

@@ -6,8 +6,10 @@ the configuration, a file or the log.
 import logging
 import netrc
 import os
+import sys
 
 from utilities.errors import UserError
+from utilities.run_record import HIDDEN
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ def take_wandb_key(opt):
     key = vars(opt).pop('wandb_key', None)
     if key:
         os.environ['WANDB_API_KEY'] = key
+        # W&B records sys.argv as the run's arguments (also in offline run files): it must not see the key there.
+        sys.argv[:] = [argument.replace(key, HIDDEN) for argument in sys.argv]
         logger.warning('--wandb_key is kept for old scripts: the key is used by this process only and never stored; '
                        'prefer `wandb login` or WANDB_API_KEY, which keep it out of your shell history')
 
