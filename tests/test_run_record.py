@@ -7,6 +7,7 @@ import logging
 import os
 
 import numpy as np
+import torch
 from PIL import Image
 
 import main
@@ -92,6 +93,8 @@ def test_key_stays_out_of_an_online_logged_run(make_cub200, tmp_path):
         rows = list(csv.DictReader(stream))
     assert [float(row['lr']) for row in rows] == [1e-3, 5e-4], 'the rate each epoch trained with'
     assert [float(row['kd_weight']) for row in rows] == [0.0, 1 / 2 * 10 * 2 ** 2], '(e/E)·λ·τ²'
+    resumable = torch.load(folder / 'last.pth', weights_only=True)['training_state']['summary']
+    assert resumable['sessions'][0]['versions']['torch'] == torch.__version__, 'plain values: resumable'
 
 
 def test_command_line_hides_the_key_in_every_spelling():

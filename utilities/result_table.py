@@ -9,7 +9,7 @@ import re
 import statistics
 
 from utilities.errors import UserError
-from utilities.run_record import CONFIG_FILE
+from utilities.run_folder import CONFIG_FILE
 
 SUMMARY_FILE = 'summary.json'
 # Flags that say where a run ran, how it logged or how it was started, not what it computed: seeds of one setting

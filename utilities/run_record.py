@@ -11,10 +11,10 @@ import torch
 import torchvision
 
 from utilities.files import atomic_write_json
+from utilities.run_folder import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = 'config.json'
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET_FLAG = '--wandb_key'
 HIDDEN = 'HIDDEN'
@@ -49,8 +49,10 @@ def library_versions():
         faiss_version = faiss.__version__
     except ImportError:
         faiss_version = None
-    return {'torch': torch.__version__, 'torchvision': torchvision.__version__, 'faiss': faiss_version,
-            'numpy': np.__version__, 'cuda': torch.version.cuda}
+    versions = {'torch': torch.__version__, 'torchvision': torchvision.__version__, 'faiss': faiss_version,
+                'numpy': np.__version__, 'cuda': torch.version.cuda}
+    # torch.__version__ is a str subclass, which torch.load(weights_only=True) refuses inside a checkpoint.
+    return {name: str(version) if version is not None else None for name, version in versions.items()}
 
 
 def git_commit(folder=REPOSITORY):
