@@ -2,7 +2,8 @@
 
     python Test_pretrained_models.py --dataset cub200 --source $datapath/cub200 \
         --arch resnet50_normalize_frozen_double --embed_dim 128 --PSD --OBDP
-    python Test_pretrained_models.py --dataset cub200 --source $datapath/cub200 --checkpoint run/best_nmi.pth
+    python Test_pretrained_models.py --dataset cub200 --source $datapath/cub200 --checkpoint run/best_nmi.pth \
+        --plots pictures/      # + a retrieval grid and a t-SNE map of the test embeddings per checkpoint
 """
 import json
 import logging
@@ -15,6 +16,7 @@ import architectures
 import datasets
 import evaluation
 import parameters
+from evaluation.figures import save_retrieval_grid, tsne_map
 from utilities.checkpoint import load_checkpoint_into, read_checkpoint
 from utilities.errors import UserError, exit_with
 from utilities.files import atomic_write_json
@@ -33,6 +35,8 @@ def build_parser():
     group.add_argument('--checkpoint_root', default='Training_Results', type=os.path.expanduser,
                        help='Where the authors\' Recall/ and NMI/ folders were unpacked.')
     group.add_argument('--out', default=None, type=os.path.expanduser, help='Also write the results to this JSON file.')
+    group.add_argument('--plots', default=None, metavar='DIR', type=os.path.expanduser,
+                       help='Write <kind>_retrieval.png and <kind>_tsne.png of the test embeddings into DIR.')
     return parser
 
 
@@ -94,10 +98,24 @@ def main(argv=None):
         results[kind] = {'checkpoint': paths[kind], 'arch': model.arch, 'embed_dim': model.embed_dim,
                          'metrics': evaluation.compute_metrics(features, labels, metric_names,
                                                                use_gpu=opt.evaluate_on_gpu, seed=opt.seed)}
+        if opt.plots:
+            write_pictures(opt.plots, kind, features, labels, test_set)
     print_results(results, metric_names)
     if opt.out:
         atomic_write_json(opt.out, {'dataset': opt.dataset, 'results': results})
     return 0
+
+
+def write_pictures(folder, kind, features, labels, test_set):
+    """<folder>/<kind>_retrieval.png and <kind>_tsne.png of one checkpoint's test embeddings."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        save_retrieval_grid(os.path.join(folder, f'{kind}_retrieval.png'), features, labels, test_set.paths,
+                            test_set.class_names)
+        tsne_map(features, labels, os.path.join(folder, f'{kind}_tsne.png'), title=f't-SNE of {kind}')
+    except OSError as error:
+        raise UserError(f'cannot write to --plots {folder} ({error.strerror}); pass a writable folder') from None
+    logger.info('wrote %s_retrieval.png and %s_tsne.png to %s', kind, kind, folder)
 
 
 def print_results(results, metric_names):

@@ -19,6 +19,7 @@ import datasets
 import evaluation
 import parameters
 from utilities import distributed
+from evaluation.figures import save_retrieval_grid
 from utilities.checkpoint import plain_config, read_checkpoint, save_checkpoint
 from utilities.errors import UserError, exit_with
 from utilities.files import FileWriteError
@@ -30,6 +31,7 @@ from utilities.resume import options_for_resume, restore_training_state, trainin
 from utilities.run_folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint_note, new_run_folder,
                                   resume_checkpoint)
 from utilities.run_lock import claim_run_folder
+from utilities.run_record import applied_defaults_line, describe_run, record_start
 from utilities.runtime import seed_everything
 from utilities.stop_signals import StopSignals, ignore_stop_signals
 from utilities.summary import RunSummary
@@ -53,7 +55,6 @@ def main(argv=None):
 
     device = distributed.init(opt.dist_backend, opt.gpu, opt.bs, opt.samples_per_class, opt.dist_timeout)
     setup_logging(quiet=not distributed.is_main())
-    report_applied_defaults(opt)
     seed_everything(opt.seed, opt.deterministic)
     data = datasets.select(opt)
     opt.n_classes = data['training'].n_classes
@@ -74,12 +75,17 @@ def main(argv=None):
         new_run_folder, opt.save_path, opt.dataset, run_name(opt))
     lock = claim_run_folder(folder) if distributed.is_main() else None
     setup_logging(folder if distributed.is_main() else None, quiet=not distributed.is_main())
+    session = describe_run('main.py', argv, opt.applied_defaults, datasets.resolve_root(opt.dataset, opt.source_path),
+                           data)
+    if distributed.is_main():
+        record_start(folder, summary.config, session)
     report_left_out(data)
     start_epoch, progress = 0, EpochProgress()
     if resumed:
         start_epoch, progress, summary, online_id = restore_training_state(
             resumed, model, teacher, criterion, optimizer, scheduler, opt.storage_metrics)
         logger.info('resuming %s at epoch %d, step %d', folder, start_epoch, progress.step)
+    summary.sessions.append(session)
     online = OnlineLog(opt.log_online and distributed.is_main(), opt.project, opt.group, os.path.basename(folder),
                        summary.config, folder, run_id=resumed and online_id)
     logger.info('run folder %s | %d training images of %d classes | %s on %s | batches: %s', folder,
@@ -101,19 +107,23 @@ def main(argv=None):
                     distributed.on_main(save_resumable, folder, model, teacher, criterion, optimizer, scheduler,
                                         summary, epoch, progress, online.run_id)
                     return report_stop(stop, folder)
+                rates = {'lr': optimizer.param_groups[0]['lr'], 'kd_weight': criterion.kd_weight(epoch)}
                 scheduler.step()
                 distributed.broadcast_buffers(model)
                 refresh_teacher(teacher, model)
-                entry = {'epoch': epoch, **progress.averages(), **evaluate(model, eval_loaders, device, opt)}
+                metrics, test_embeddings = evaluate(model, eval_loaders, device, opt)
+                entry = {'epoch': epoch, **progress.averages(), **rates, **metrics}
                 summary.add_epoch(entry)
                 progress = EpochProgress()
                 if distributed.is_main():
-                    save_best(folder, model, summary, opt.storage_metrics, entry)
+                    pictures = save_best(folder, model, summary, opt.storage_metrics, entry, test_embeddings,
+                                         data['testing'])
                     save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch + 1,
                                    progress, online.run_id)
                     summary.save(folder)
-                    plot_history(summary.history, opt.evaluation_metrics, folder)
-                    online.log(entry)
+                    pictures.append(plot_history(summary.history, opt.evaluation_metrics, folder,
+                                                 summary.best_epochs()))
+                    online.log(entry, pictures)
                 logger.info(epoch_line(entry))
                 if stop.agree() and epoch + 1 < opt.n_epochs:
                     return report_stop(stop, folder)
@@ -147,7 +157,8 @@ def dry_run(opt):
     config = plain_config(opt)
     config['resolved_dataset_folder'] = root
     print(json.dumps(config, indent=2))
-    report_applied_defaults(opt, stream=print)
+    if opt.applied_defaults:
+        print(applied_defaults_line(opt.dataset, opt.applied_defaults))
     print(f'batches: {datasampler.DRAWS[opt.data_sampler]}')
     return 0
 
@@ -158,12 +169,6 @@ def report_left_out(data):
         if data[split] is not None and data[split].left_out:
             logger.warning('%s: left out %d unreadable images: %s', data[split].name, len(data[split].left_out),
                            ', '.join(data[split].left_out))
-
-
-def report_applied_defaults(opt, stream=None):
-    if opt.applied_defaults:
-        flags = ' '.join(f'--{k} {v}' if v is not True else f'--{k}' for k, v in opt.applied_defaults.items())
-        (stream or logger.info)(f'{opt.dataset} defaults applied where you set nothing: {flags}')
 
 
 def make_loader(dataset, workers, device, batch_sampler=None, batch_size=None):
@@ -178,26 +183,34 @@ def make_loader(dataset, workers, device, batch_sampler=None, batch_size=None):
 
 
 def evaluate(model, loaders, device, opt):
-    """Metrics of every evaluation split (test names as they are, validation prefixed val_) and the time taken.
+    """Metrics of every evaluation split (test names as they are, validation prefixed val_) and the time taken;
+    the test split's (features, labels).
 
     Under torchrun each rank embeds its shard; rank 0 computes the metrics of them all and every rank gets them.
     """
-    started, results = time.perf_counter(), {}
+    started, results, embeddings = time.perf_counter(), {}, {}
     for prefix, loader in loaders.items():
         features, labels = evaluation.extract_embeddings(model, loader, device, amp=opt.amp)
-        features = distributed.gather_shards(features, len(loader.dataset))
-        labels = distributed.gather_shards(labels, len(loader.dataset))
-        metrics = distributed.on_main(evaluation.compute_metrics, features, labels, opt.evaluation_metrics,
+        embeddings[prefix] = (distributed.gather_shards(features, len(loader.dataset)),
+                              distributed.gather_shards(labels, len(loader.dataset)))
+        metrics = distributed.on_main(evaluation.compute_metrics, *embeddings[prefix], opt.evaluation_metrics,
                                       use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
         results.update({prefix + name: value for name, value in metrics.items()})
     results['eval_time_s'] = time.perf_counter() - started
-    return results
+    return results, embeddings['']
 
 
-def save_best(folder, model, summary, storage_metrics, entry):
+def save_best(folder, model, summary, storage_metrics, entry, test_embeddings, test_set):
+    """A checkpoint per storage metric that improved; with a new best Recall@1 also retrieval.png of the test
+    embeddings just computed. Returns the pictures written."""
+    pictures = []
     for name in storage_metrics:
         if summary.improved(name):
             save_checkpoint(os.path.join(folder, f'best_{name}.pth'), model, summary.config, entry['epoch'], entry)
+            if name == 'e_recall@1':
+                pictures.append(save_retrieval_grid(os.path.join(folder, 'retrieval.png'), *test_embeddings,
+                                                    test_set.paths, test_set.class_names))
+    return pictures
 
 
 def save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch, progress, online_id):

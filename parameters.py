@@ -10,6 +10,7 @@ import sys
 
 from datasampler.class_balanced import DRAWS
 from utilities.errors import UserError
+from utilities.online_log import take_wandb_key
 
 DIGITS_DEFAULTS = {
     'arch': 'resnet18_normalize',
@@ -143,6 +144,8 @@ def add_run_flags(group):
     group.add_argument('--group', default='', help='Experiment group (W&B group and run folder name).')
     group.add_argument('--project', default='OBD_SD', help='W&B project.')
     group.add_argument('--log_online', action='store_true', help='Log to Weights & Biases (key: WANDB_API_KEY).')
+    group.add_argument('--wandb_key', default=None,
+                       help='Old scripts\' W&B key: used by this process only, never stored (prefer WANDB_API_KEY).')
     group.add_argument('--resume', default=None, type=os.path.expanduser,
                        help='RUN_FOLDER, CHECKPOINT or auto (newest run of this group).')
     group.add_argument('--dry_run', action='store_true', help='Check flags and data, print the configuration, exit.')
@@ -236,6 +239,7 @@ def parse_args(argv=None, parser=None):
     parser = parser or build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     opt = parser.parse_args(argv)
+    take_wandb_key(opt)
     opt.applied_defaults = apply_dataset_defaults(opt, explicit_flags(parser, argv))
     validate(opt)
     return opt

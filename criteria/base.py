@@ -27,6 +27,10 @@ class Criterion(nn.Module):
         """Whether forward at `epoch` uses teacher embeddings."""
         return False
 
+    def kd_weight(self, epoch):
+        """The weight of a distillation term at `epoch` (0: a ranking loss has none)."""
+        return 0.0
+
     def param_groups(self, lr=None):
         """Optimiser parameter groups (dicts with 'params' and 'lr') for the loss's own parameters.
 

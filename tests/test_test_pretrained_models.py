@@ -3,7 +3,9 @@ import json
 import os
 import re
 
+import numpy as np
 import torch
+from PIL import Image
 
 import architectures
 import datasets
@@ -45,7 +47,7 @@ def test_paper_evaluation_command_on_authors_checkpoints(make_cub200, tmp_path):
     paths = write_authors_checkpoints(tmp_path / 'Training_Results', 'OBDSD_d128', 'cub200')
     out = tmp_path / 'results.json'
     result = run_script('Test_pretrained_models.py', *PAPER_ARGS, '--source', data, '--kernels', '0',
-                        '--checkpoint_root', tmp_path / 'Training_Results', '--out', out)
+                        '--checkpoint_root', tmp_path / 'Training_Results', '--out', out, '--plots', tmp_path / 'plots')
     assert result.returncode == 0, result.stderr[-2000:]
     recall = float(re.search(r'^Recall@1: ([0-9.]+)$', result.stdout, re.M).group(1))
     nmi = float(re.search(r'^NMI: ([0-9.]+)$', result.stdout, re.M).group(1))
@@ -57,6 +59,9 @@ def test_paper_evaluation_command_on_authors_checkpoints(make_cub200, tmp_path):
     assert written['Recall']['metrics'] == expected_recall
     assert written['NMI']['checkpoint'] == str(paths['NMI'])
     assert 'mAP@R' in result.stdout and 'f1' in result.stdout
+    for name in ('Recall_retrieval.png', 'Recall_tsne.png', 'NMI_retrieval.png', 'NMI_tsne.png'):
+        pixels = np.asarray(Image.open(tmp_path / 'plots' / name).convert('RGB'))
+        assert min(pixels.shape[:2]) > 200 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, name
 
 
 def test_missing_released_checkpoint_names_path_and_source(make_cub200, tmp_path):

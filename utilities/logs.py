@@ -20,5 +20,11 @@ def epoch_line(entry):
     parts = [f'epoch {entry["epoch"]}']
     for key, value in entry.items():
         if key != 'epoch':
-            parts.append(f'{key} {value:.4f}' if isinstance(value, float) else f'{key} {value}')
+            parts.append(f'{key} {number(value)}' if isinstance(value, float) else f'{key} {value}')
     return ' | '.join(parts)
+
+
+def number(value):
+    """4 decimals; 3 significant digits for small values such as a learning rate of 1e-5 or the raw KL term."""
+    return f'{value:.3g}' if 0 < abs(value) < 1e-3 else f'{value:.4f}'
+

@@ -1,9 +1,15 @@
-"""Optional Weights & Biases logging (--log_online); the key comes from WANDB_API_KEY or `wandb login`, never a flag."""
+"""Optional Weights & Biases logging (--log_online); the key comes from WANDB_API_KEY or `wandb login`.
+
+The old `--wandb_key KEY` flag still works: the key goes into this process's environment only, never into
+the configuration, a file or the log.
+"""
 import logging
 import netrc
 import os
+import sys
 
 from utilities.errors import UserError
+from utilities.run_record import HIDDEN
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +21,17 @@ def has_wandb_key():
         return netrc.netrc().authenticators('api.wandb.ai') is not None
     except (OSError, netrc.NetrcParseError):
         return False
+
+
+def take_wandb_key(opt):
+    """Move --wandb_key out of `opt` into this process's WANDB_API_KEY, with a warning (never naming the key)."""
+    key = vars(opt).pop('wandb_key', None)
+    if key:
+        os.environ['WANDB_API_KEY'] = key
+        # W&B records sys.argv as the run's arguments (also in offline run files): it must not see the key there.
+        sys.argv[:] = [argument.replace(key, HIDDEN) for argument in sys.argv]
+        logger.warning('--wandb_key is kept for old scripts: the key is used by this process only and never stored; '
+                       'prefer `wandb login` or WANDB_API_KEY, which keep it out of your shell history')
 
 
 class OnlineLog:
@@ -40,9 +57,13 @@ class OnlineLog:
     def run_id(self):
         return self.run.id if self.run is not None else None
 
-    def log(self, entry):
+    def log(self, entry, images=()):
+        """Log an epoch's entry and the PNG files `images` (e.g. curves.png, retrieval.png) as W&B images."""
         if self.run is not None:
-            self.run.log(entry, step=entry['epoch'])
+            import wandb
+
+            pictures = {os.path.splitext(os.path.basename(path))[0]: wandb.Image(path) for path in images}
+            self.run.log({**entry, **pictures}, step=entry['epoch'])
 
     def finish(self):
         if self.run is not None:

@@ -5,6 +5,7 @@ import os
 from utilities.errors import UserError
 
 LAST_CHECKPOINT = 'last.pth'
+CONFIG_FILE = 'config.json'  # the resolved configuration, written when a run starts
 
 
 def check_run_name(name, flag):

@@ -1,20 +1,27 @@
-"""The record of a run: per-epoch history, best value and epoch per metric; summary.json and metrics.csv."""
+"""The record of a run: per-epoch history, best value and epoch per metric, the processes that worked on it;
+summary.json and metrics.csv."""
 import csv
 import io
 import os
 
 from utilities.files import atomic_write_json, atomic_write_text
+from utilities.run_record import now
 
 LOWER_IS_BETTER = ('loss',)
 
 
 class RunSummary:
-    """History of epoch entries (plain dicts) plus the best value and epoch of every metric."""
+    """History of epoch entries (plain dicts) plus the best value and epoch of every metric.
 
-    def __init__(self, metric_names, history=None, config=None):
+    `sessions`: one record per process that trained the run (its start, then each resume), see
+    utilities.run_record.describe_run; the newest one's 'ended' is stamped on every save.
+    """
+
+    def __init__(self, metric_names, history=None, config=None, sessions=None):
         self.metric_names = list(metric_names)
         self.history = list(history or [])
         self.config = config or {}
+        self.sessions = list(sessions or [])
 
     def add_epoch(self, entry):
         self.history.append(dict(entry))
@@ -36,16 +43,19 @@ class RunSummary:
 
     def to_dict(self):
         best = self.best_epochs()
-        return {'config': self.config, 'history': self.history,
+        return {'config': self.config, 'sessions': self.sessions, 'history': self.history,
                 'best': {name: value for name, (value, _) in best.items()},
                 'best_epoch': {name: epoch for name, (_, epoch) in best.items()}}
 
     @classmethod
     def from_dict(cls, record, metric_names):
-        return cls(metric_names, history=record['history'], config=record.get('config'))
+        return cls(metric_names, history=record['history'], config=record.get('config'),
+                   sessions=record.get('sessions'))
 
     def save(self, folder):
-        """Rewrite summary.json and metrics.csv atomically."""
+        """Rewrite summary.json and metrics.csv atomically (stamping the current session's end time)."""
+        if self.sessions:
+            self.sessions[-1]['ended'] = now()
         atomic_write_json(os.path.join(folder, 'summary.json'), self.to_dict())
         atomic_write_text(os.path.join(folder, 'metrics.csv'), self.csv_text())
 

@@ -1,0 +1,112 @@
+"""Pictures of a test embedding: a retrieval grid (queries and their nearest neighbours) and a t-SNE map."""
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from datasets.image_dataset import UNREADABLE_IMAGE_ERRORS, load_rgb
+from utilities.files import atomic_write_bytes
+from utilities.plots import save_figure
+
+SAME_CLASS = (0, 170, 0)
+OTHER_CLASS = (215, 0, 0)
+QUERY_FRAME = (40, 40, 40)
+BACKGROUND = (255, 255, 255)
+QUERY_SEED = 0  # the same queries in every run on a dataset, so runs can be compared side by side
+TSNE_MAX_POINTS = 3000
+
+
+def pick_queries(labels, n_queries, seed=QUERY_SEED):
+    """Indices of `n_queries` test samples, drawn with `seed`: one per class while classes last, then more."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    _, first_of_class = np.unique(labels[order], return_index=True)
+    firsts = order[np.sort(first_of_class)]
+    rest = order[~np.isin(order, firsts)]
+    return np.concatenate([firsts, rest])[:n_queries]
+
+
+def nearest_neighbours(features, queries, k):
+    """(Q x k) indices of each query's k most similar other samples (inner product of L2-normalised rows)."""
+    normalised = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    similarities = normalised[queries] @ normalised.T
+    similarities[np.arange(len(queries)), queries] = -np.inf
+    k = min(k, len(features) - 1)
+    top = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(similarities, top, axis=1), axis=1, kind='stable')
+    return np.take_along_axis(top, order, axis=1)
+
+
+def tile_of(path, size):
+    """The image at `path` centre-cropped to a square and resized (the eval transform's geometry); grey when
+    unreadable."""
+    try:
+        return ImageOps.fit(load_rgb(path), (size, size), Image.Resampling.BICUBIC)
+    except UNREADABLE_IMAGE_ERRORS:
+        return Image.new('RGB', (size, size), (128, 128, 128))
+
+
+def retrieval_grid(features, labels, image_paths, class_names=None, n_queries=10, k=6, tile=96, seed=QUERY_SEED):
+    """A PIL image: one row per query (dark frame) followed by its k nearest neighbours, framed green when they
+    share the query's class and red otherwise."""
+    features, labels = np.asarray(features, dtype=np.float32), np.asarray(labels)
+    if len(image_paths) != len(features):
+        raise ValueError(f'{len(image_paths)} image paths for {len(features)} embeddings')
+    queries = pick_queries(labels, n_queries, seed)
+    neighbours = nearest_neighbours(features, queries, k)
+    font = ImageFont.load_default(size=max(11, tile // 7))
+    frame, gap, caption, header = max(3, tile // 16), tile // 6, tile // 5 + 4, tile // 4 + 6
+    cell = tile + 2 * frame
+    width = gap + (cell + gap // 2) * (neighbours.shape[1] + 1) + gap // 2
+    height = header + (cell + caption) * len(queries) + gap
+    grid = Image.new('RGB', (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    draw.text((gap, 4), f'query, then its {neighbours.shape[1]} nearest test images: green = same class, '
+                        f'red = other class', fill=(0, 0, 0), font=font)
+    name = (lambda label: class_names[label]) if class_names is not None else str
+    for row, (query, found) in enumerate(zip(queries, neighbours)):
+        top = header + row * (cell + caption)
+        for column, index in enumerate([query, *found]):
+            left = gap + column * (cell + gap // 2) + (gap // 2 if column else 0)
+            colour = QUERY_FRAME if column == 0 else SAME_CLASS if labels[index] == labels[query] else OTHER_CLASS
+            draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill=colour)
+            grid.paste(tile_of(image_paths[index], tile), (left + frame, top + frame))
+            text = name(int(labels[index]))[:max(4, tile // 7)]
+            draw.text((left, top + cell + 1), text, fill=(0, 0, 0) if column == 0 else colour, font=font)
+    return grid
+
+
+def save_retrieval_grid(path, features, labels, image_paths, class_names=None, **options):
+    """Write retrieval_grid(...) as a PNG at `path` (atomically)."""
+    buffer = io.BytesIO()
+    retrieval_grid(features, labels, image_paths, class_names, **options).save(buffer, format='PNG')
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def tsne_map(features, labels, path, max_points=TSNE_MAX_POINTS, seed=0, title='t-SNE of the test embeddings'):
+    """A 2-D t-SNE (scikit-learn) of at most `max_points` seeded samples, coloured by class, saved at `path`."""
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    features, labels = np.asarray(features, dtype=np.float32), np.asarray(labels)
+    if len(features) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(features), max_points, replace=False))
+        features, labels = features[keep], labels[keep]
+    features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    perplexity = min(30.0, (len(features) - 1) / 3)
+    points = TSNE(n_components=2, perplexity=perplexity, init='pca', random_state=seed).fit_transform(features)
+    classes = np.unique(labels)
+    figure, axis = plt.subplots(figsize=(7, 7))
+    colours = plt.get_cmap('tab10' if len(classes) <= 10 else 'tab20' if len(classes) <= 20 else 'turbo')
+    for rank, label in enumerate(classes):
+        chosen = labels == label
+        colour = colours(rank if len(classes) <= 20 else rank / max(len(classes) - 1, 1))
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=8, color=colour, label=str(label))
+    if len(classes) <= 20:
+        axis.legend(title='class', fontsize=7, markerscale=2, loc='best')
+    axis.set_title(f'{title} ({len(features)} points, {len(classes)} classes)')
+    axis.set_xticks([])
+    axis.set_yticks([])
+    save_figure(figure, path)
+    return path
