@@ -60,8 +60,11 @@ def main(argv=None):
 
     model = architectures.select(opt.arch, opt).to(device)
     teacher = make_teacher(model)
+    if opt.compile:
+        model.compile()
     criterion = criteria.select(opt.loss, opt).to(device)
-    optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay)
+    optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay,
+                                fused=device.type == 'cuda')
     scheduler = build_scheduler(optimizer, milestones=opt.tau, gamma=opt.gamma)
     summary = RunSummary(opt.storage_metrics, config=plain_config(opt))
     folder = os.path.dirname(os.path.abspath(resume_path)) if resumed else new_run_folder(
@@ -84,7 +87,7 @@ def main(argv=None):
                 sampler.set_epoch(epoch, start_batch=progress.step)
                 try:
                     progress = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch,
-                                               progress, stop, opt.skip_nonfinite, amp=opt.amp)
+                                               progress, stop, opt.skip_nonfinite, amp=opt.amp, channels_last=opt.amp)
                 except NonFiniteLoss as error:
                     raise UserError(f'{error}; the last good checkpoint is kept in {folder}; lower --lr, or pass '
                                     f'--skip_nonfinite to skip such batches') from None
@@ -94,7 +97,9 @@ def main(argv=None):
                     return report_stop(stop, folder)
                 scheduler.step()
                 refresh_teacher(teacher, model)
-                entry = {'epoch': epoch, **progress.averages(), **evaluate(model, eval_loaders, device, opt)}
+                evaluated = (epoch + 1) % opt.evaluate_every == 0 or epoch + 1 == opt.n_epochs
+                entry = {'epoch': epoch, **progress.averages(),
+                         **(evaluate(model, eval_loaders, device, opt) if evaluated else {})}
                 summary.add_epoch(entry)
                 progress = EpochProgress()
                 save_best(folder, model, summary, opt.storage_metrics, entry)

@@ -110,6 +110,8 @@ def add_optimisation_flags(group):
                        help='Deterministic algorithms (bit-exact resume on the CPU; slower).')
     group.add_argument('--amp', action='store_true',
                        help='Run the networks in bfloat16 autocast (the losses stay float32).')
+    group.add_argument('--compile', action='store_true',
+                       help='torch.compile the network being trained (slow first steps, faster later ones).')
     group.add_argument('--skip_nonfinite', action='store_true',
                        help='Skip batches whose loss is not finite instead of stopping the run.')
 
@@ -120,6 +122,8 @@ def add_evaluation_flags(group):
     group.add_argument('--storage_metrics', nargs='+', default=['e_recall@1', 'nmi'],
                        help='A best-model checkpoint is kept for each of these.')
     group.add_argument('--evaluate_on_gpu', action='store_true', help='faiss k-means and search on the GPU.')
+    group.add_argument('--evaluate_every', type=int, default=1,
+                       help='Evaluate every N-th epoch (and always the last), e.g. for large test sets.')
 
 
 def add_run_flags(group):
@@ -189,6 +193,7 @@ def validate(opt):
         (opt.decay >= 0, f'--decay must be non-negative, got {opt.decay}'),
         (opt.gamma > 0, f'--gamma must be positive, got {opt.gamma}'),
         (opt.kernels >= 0, f'--kernels must be 0 or more, got {opt.kernels}'),
+        (opt.evaluate_every >= 1, f'--evaluate_every must be at least 1, got {opt.evaluate_every}'),
         (opt.image_size >= 16, f'--image_size must be at least 16, got {opt.image_size}'),
         (0 < opt.tv_split_perc < 1, f'--tv_split_perc must be in (0, 1), got {opt.tv_split_perc}'),
         (not opt.OBDP or opt.PSD, '--OBDP diffuses the self-distillation target: add --PSD'),

@@ -3,12 +3,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from datasets.transforms import to_network_input
+
 
 def extract_embeddings(model, loader, device):
     """Embeddings (N x D float32) and labels (N int64) of every sample `loader` yields.
 
-    `loader` yields (labels, images, indices) batches; `model(images)` returns the embeddings or
-    a tuple whose first element is them. The model runs in eval mode without autograd, in bf16
+    `loader` yields (labels, uint8 images, indices) batches, as datasets.transforms makes them;
+    `model(images)` returns the embeddings or a tuple whose first element is them. The model runs in eval mode without autograd, in bf16
     autocast on CUDA, and gets its train/eval mode back afterwards.
     """
     device = torch.device(device)
@@ -19,7 +21,7 @@ def extract_embeddings(model, loader, device):
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                     enabled=device.type == 'cuda'):
             for batch_labels, images, _ in tqdm(loader, desc='Embedding', leave=False, disable=None):
-                output = model(images.to(device, non_blocking=True))
+                output = model(to_network_input(images, device))
                 embeddings = output[0] if isinstance(output, (tuple, list)) else output
                 features.append(embeddings.float().cpu())
                 labels.append(torch.as_tensor(batch_labels).reshape(-1))

@@ -14,7 +14,9 @@ def plot_history(history, metric_names, folder):
     for key in ('loss', 'loss_rank', 'loss_kd'):
         loss_axis.plot(epochs, [entry[key] for entry in history], label=key)
     for name in metric_names:
-        metric_axis.plot(epochs, [entry[name] for entry in history], label=name)
+        evaluated = [entry for entry in history if name in entry]  # --evaluate_every skips epochs
+        metric_axis.plot([entry['epoch'] for entry in evaluated], [entry[name] for entry in evaluated],
+                         marker='.', label=name)
     for axis, title in ((loss_axis, 'training loss'), (metric_axis, 'test metrics')):
         axis.set_xlabel('epoch')
         axis.set_title(title)

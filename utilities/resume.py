@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 
 # Flags that may differ from the resumed run's: where data and hardware are, and how long to go on.
 OVERRIDABLE = {'resume', 'dry_run', 'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online',
-               'skip_nonfinite', 'n_epochs', 'save_path', 'amp'}
+               'skip_nonfinite', 'n_epochs', 'save_path', 'amp', 'compile', 'evaluate_every'}
 
 
 def training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id):
