@@ -9,13 +9,14 @@ candidate alike; the ratios printed are measured within one run.
 - steps: training steps of MS, MS + PSD and MS + PSD + OBDP (epoch 1, so the teacher runs) through
   utilities.training.train_one_epoch on a batch already decoded, next to the same network's bare
   forward + backward on a batch already on the device (the ceiling).
-- epoch: training epochs through the real DataLoader with --workers workers at --epoch_image_size,
-  against the ceiling at that size.
+- epoch: MS training epochs through the real DataLoader with --workers workers at --epoch_image_size,
+  against the same steps on decoded batches and the ceiling at that size.
 
     python benchmarks/train_speed.py --seconds 60 --bs 32 --json train_speed.json
     python benchmarks/train_speed.py --device cuda --amp --workers 16 --bs 112
 """
 import argparse
+import itertools
 import json
 import os
 import pathlib
@@ -125,6 +126,15 @@ def pipeline_candidates(paths, image_size, bs):
 
 
 def measure_pipeline(args, folder):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    try:
+        return pipeline_rates(args, folder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def pipeline_rates(args, folder):
     results = {}
     for size_text in args.photo_sizes:
         size = parse_size(size_text)
@@ -222,11 +232,12 @@ def measure_steps(args, device):
 
 
 def measure_epoch(args, device, folder):
-    """Epochs of MS+PSD+OBDP (epoch 1) through the DataLoader against the bare fwd+bwd ceiling at the same size."""
+    """MS epochs through the DataLoader against the same steps on decoded batches and the bare fwd+bwd ceiling."""
     size = args.epoch_image_size
-    root = write_cub200_folder(folder / 'cub200', n_classes=2 * args.epoch_classes, per_class=args.epoch_per_class,
+    n_classes = max(args.epoch_classes, args.bs // 2)  # a batch holds bs / 2 classes
+    root = write_cub200_folder(folder / 'cub200', n_classes=2 * n_classes, per_class=args.epoch_per_class,
                                size=parse_size(args.photo_sizes[0]))
-    trainer = Trainer(args, STEP_SETTINGS['MS+PSD+OBDP'] + ['--source', str(root), '--kernels', str(args.workers)],
+    trainer = Trainer(args, STEP_SETTINGS['MS'] + ['--source', str(root), '--kernels', str(args.workers)],
                       size, device)
     training = datasets.select(trainer.opt)['training']
     repeated = ImageDataset([(path, label) for _ in range(args.epoch_repeat)
@@ -238,11 +249,11 @@ def measure_epoch(args, device, folder):
     ceiling = bare_forward_backward(trainer.model, ceiling_input, args.amp, device)
     on_device = [uint8_batch(args.bs, size)] * len(loader)
 
+    epochs = itertools.count()
+
     def epoch_through_loader():
-        sampler.set_epoch(epoch_through_loader.count)
-        epoch_through_loader.count += 1
+        sampler.set_epoch(next(epochs))
         return trainer.epoch(loader)
-    epoch_through_loader.count = 0
 
     candidates = {'epoch through DataLoader': epoch_through_loader,
                   'same steps on decoded batches': lambda: trainer.epoch(on_device),
@@ -251,7 +262,7 @@ def measure_epoch(args, device, folder):
     results = {'images_per_s': rates, 'steps_per_epoch': len(loader),
                'epoch_over_ceiling': rates['epoch through DataLoader'] / rates['bare fwd+bwd'],
                'epoch_over_device_steps': rates['epoch through DataLoader'] / rates['same steps on decoded batches']}
-    print(f'epochs, MS+PSD+OBDP, {args.arch} at {size} px, batch {args.bs}, {args.workers} workers, '
+    print(f'epochs, MS, {args.arch} at {size} px, batch {args.bs}, {args.workers} workers, '
           f'{len(loader)} steps per epoch, images/s: ' + ', '.join(f'{n} {r:.1f}' for n, r in rates.items()))
     print(f'  epoch / bare fwd+bwd ceiling = {results["epoch_over_ceiling"]:.2f}   '
           f'epoch / same steps on decoded batches = {results["epoch_over_device_steps"]:.2f}')
@@ -280,6 +291,9 @@ def build_parser():
     parser.add_argument('--amp', action='store_true', help='bfloat16 autocast, channels-last inputs.')
     parser.add_argument('--channels_last', action='store_true', help='Channels-last inputs (implied by --amp).')
     parser.add_argument('--compile', action='store_true', help='torch.compile the trained network.')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads of the main process (default: torch\'s); on a shared machine 1 '
+                             'avoids threads waiting for each other')
     parser.add_argument('--seconds', type=float, default=20.0, help='Timed work per candidate, at least.')
     parser.add_argument('--parts', nargs='+', default=['pipeline', 'steps', 'epoch'],
                         choices=['pipeline', 'steps', 'epoch'])
@@ -288,8 +302,9 @@ def build_parser():
     parser.add_argument('--photos', type=int, default=48, help='Generated JPEGs per size.')
     parser.add_argument('--steps_per_unit', type=int, default=1, help='Training steps per timed unit (steps part).')
     parser.add_argument('--epoch_image_size', type=int, default=64, help='Crop size of the epoch part.')
-    parser.add_argument('--epoch_classes', type=int, default=8, help='Training classes of the epoch part.')
-    parser.add_argument('--epoch_per_class', type=int, default=8, help='Generated JPEGs per class (epoch part).')
+    parser.add_argument('--epoch_classes', type=int, default=8,
+                        help='Training classes of the epoch part (at least bs / 2).')
+    parser.add_argument('--epoch_per_class', type=int, default=4, help='Generated JPEGs per class (epoch part).')
     parser.add_argument('--epoch_repeat', type=int, default=4,
                         help='Each JPEG is listed this often, to make epochs longer without more files.')
     parser.add_argument('--json', default=None, help='Also write the rates and ratios to this file.')
@@ -298,10 +313,13 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)
     if args.photo_sizes[0] != f'{CUB_LIKE[0]}x{CUB_LIKE[1]}':
         print(f'note: the first --photo_sizes is {args.photo_sizes[0]}, not CUB\'s typical {CUB_LIKE[0]}x{CUB_LIKE[1]}')
     args.channels_last = args.channels_last or args.amp
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
     np.random.seed(0)
     torch.manual_seed(0)

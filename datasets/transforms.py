@@ -92,15 +92,11 @@ class ImagePipeline:
             image = F.resized_crop(image, top, left, bottom - top, right - left, [output_size[1], output_size[0]])
         else:
             image = image.resize(output_size, Image.BILINEAR, box=tuple(c / scale for c in box))
-        return pil_to_uint8_tensor(self.rest(image))
+        # A 3 x H x W view of the H x W x 3 pixels: the DataLoader's collate makes the one transposing copy.
+        return F.pil_to_tensor(self.rest(image))
 
     def __call__(self, image):
         return self.apply(image, (*self.geometry(image), 1))
-
-
-def pil_to_uint8_tensor(image):
-    """An RGB PIL image as a contiguous uint8 tensor 3 x H x W."""
-    return F.pil_to_tensor(image).contiguous()
 
 
 def make_transform(train, augmentation, image_size, draft=True):
