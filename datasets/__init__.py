@@ -71,8 +71,8 @@ def select(opt):
         carve = split_by_samples if opt.tv_split_by_samples else split_by_classes
         train_split, validation_split = carve(train_split, opt.tv_split_perc, opt.seed)
 
-    train_transform = make_transform(True, opt.augmentation, opt.image_size)
-    eval_transform = make_transform(False, opt.augmentation, opt.image_size)
+    train_transform = make_transform(True, opt.augmentation, opt.image_size, draft=not opt.full_decode)
+    eval_transform = make_transform(False, opt.augmentation, opt.image_size, draft=not opt.full_decode)
 
     def image_dataset(split, transform, split_name):
         return ImageDataset(split.samples, transform, f'{opt.dataset} {split_name}', split.class_names)

@@ -29,7 +29,7 @@ def options_for_resume(checkpoint, opt, explicit, path):
     if 'training_state' not in checkpoint or 'config' not in checkpoint:
         raise UserError(f'{path} is not a resumable checkpoint (it has no training state); resume from a run '
                         f'folder or its last.pth')
-    config = dict(checkpoint['config'])
+    config = {**vars(opt), **checkpoint['config']}  # flags newer than the checkpoint keep their defaults
     for name in sorted(explicit - OVERRIDABLE):
         if name in config and config[name] != getattr(opt, name):
             raise UserError(f'--{name} {getattr(opt, name)} differs from the resumed run ({config[name]}); resume '
