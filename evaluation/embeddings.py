@@ -10,8 +10,8 @@ def extract_embeddings(model, loader, device):
     """Embeddings (N x D float32) and labels (N int64) of every sample `loader` yields.
 
     `loader` yields (labels, uint8 images, indices) batches, as datasets.transforms makes them;
-    `model(images)` returns the embeddings or a tuple whose first element is them. The model runs in eval mode without autograd, in bf16
-    autocast on CUDA, and gets its train/eval mode back afterwards.
+    `model(images)` returns the embeddings or a tuple whose first element is them. The model runs in
+    eval mode without autograd, in bf16 autocast on CUDA, and gets its train/eval mode back afterwards.
     """
     device = torch.device(device)
     was_training = model.training
