@@ -5,7 +5,6 @@
     python Test_pretrained_models.py --dataset cub200 --source $datapath/cub200 --checkpoint run/best_nmi.pth \
         --plots pictures/      # + a retrieval grid and a t-SNE map of the test embeddings per checkpoint
 """
-import json
 import logging
 import os
 import sys

@@ -67,8 +67,11 @@ def main(argv=None):
     model = architectures.select(opt.arch, opt).to(device)
     network = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
     teacher = make_teacher(model)
+    if opt.compile:
+        model.compile()
     criterion = criteria.select(opt.loss, opt).to(device)
-    optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay)
+    optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay,
+                                fused=device.type == 'cuda')
     scheduler = build_scheduler(optimizer, milestones=opt.tau, gamma=opt.gamma)
     summary = RunSummary(opt.storage_metrics, config=plain_config(opt))
     folder = os.path.dirname(os.path.abspath(resume_path)) if resumed else distributed.on_main(
@@ -99,7 +102,7 @@ def main(argv=None):
                 sampler.set_epoch(epoch, start_batch=progress.step)
                 try:
                     progress = train_one_epoch(network, teacher, criterion, optimizer, train_loader, device, epoch,
-                                               progress, stop, opt.skip_nonfinite, amp=opt.amp)
+                                               progress, stop, opt.skip_nonfinite, amp=opt.amp, channels_last=opt.amp)
                 except NonFiniteLoss as error:
                     raise UserError(f'{error}; {last_checkpoint_note(folder)}; lower --lr, or pass '
                                     f'--skip_nonfinite to skip such batches') from None
@@ -111,7 +114,8 @@ def main(argv=None):
                 scheduler.step()
                 distributed.broadcast_buffers(model)
                 refresh_teacher(teacher, model)
-                metrics, test_embeddings = evaluate(model, eval_loaders, device, opt)
+                evaluated = (epoch + 1) % opt.evaluate_every == 0 or epoch + 1 == opt.n_epochs
+                metrics, test_embeddings = evaluate(model, eval_loaders, device, opt) if evaluated else ({}, None)
                 entry = {'epoch': epoch, **progress.averages(), **rates, **metrics}
                 summary.add_epoch(entry)
                 progress = EpochProgress()

@@ -62,6 +62,9 @@ def add_data_flags(group):
                             'both with replacement) or class_distinct (distinct classes and images).')
     group.add_argument('--augmentation', default='base', choices=['base', 'adv', 'big', 'red'])
     group.add_argument('--image_size', type=int, default=224, help='Training and evaluation crop size.')
+    group.add_argument('--full_decode', action='store_true',
+                       help='Decode every JPEG at full size (as the authors) instead of at 1/2-1/8 size where the '
+                            'crop is at least twice the output.')
     group.add_argument('--use_tv_split', action='store_true', help='Hold out part of the training data for validation.')
     group.add_argument('--tv_split_perc', type=float, default=0.8, help='Fraction of training classes kept for training.')
     group.add_argument('--tv_split_by_samples', action='store_true',
@@ -119,6 +122,8 @@ def add_optimisation_flags(group):
     group.add_argument('--amp', action='store_true',
                        help='Run the networks in bfloat16 autocast, training and test embedding alike (the losses '
                             'stay float32; without it, evaluation embeds in float32 as the authors).')
+    group.add_argument('--compile', action='store_true',
+                       help='torch.compile the network being trained (slow first steps, faster later ones).')
     group.add_argument('--skip_nonfinite', action='store_true',
                        help='Skip batches whose loss is not finite instead of stopping the run.')
 
@@ -129,6 +134,8 @@ def add_evaluation_flags(group):
     group.add_argument('--storage_metrics', nargs='+', default=['e_recall@1', 'nmi'],
                        help='A best-model checkpoint is kept for each of these.')
     group.add_argument('--evaluate_on_gpu', action='store_true', help='faiss k-means and search on the GPU.')
+    group.add_argument('--evaluate_every', type=int, default=1,
+                       help='Evaluate every N-th epoch (and always the last), e.g. for large test sets.')
 
 
 def add_run_flags(group):
@@ -217,6 +224,7 @@ def validate(opt):
         (opt.gamma > 0, f'--gamma must be positive, got {opt.gamma}'),
         (opt.kernels >= 0, f'--kernels must be 0 or more, got {opt.kernels}'),
         (opt.dist_timeout > 0, f'--dist_timeout must be positive, got {opt.dist_timeout}'),
+        (opt.evaluate_every >= 1, f'--evaluate_every must be at least 1, got {opt.evaluate_every}'),
         (opt.image_size >= 16, f'--image_size must be at least 16, got {opt.image_size}'),
         (0 < opt.tv_split_perc < 1, f'--tv_split_perc must be in (0, 1), got {opt.tv_split_perc}'),
         (not opt.OBDP or opt.PSD, '--OBDP diffuses the self-distillation target: add --PSD'),

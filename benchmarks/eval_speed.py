@@ -3,9 +3,10 @@
 Synthetic Stanford-Online-Products-sized embeddings (60,502 samples, 11,316 classes, 128-D):
 class centres on the unit sphere, samples = centre + Gaussian noise, L2-normalised.
 
-    python benchmarks/eval_speed.py [--n 60502 --classes 11316 --dim 128] [--quick]
+    python benchmarks/eval_speed.py [--n 60502 --classes 11316 --dim 128] [--quick] [--evaluate_on_gpu] [--json FILE]
 """
 import argparse
+import json
 import pathlib
 import sys
 import time
@@ -51,6 +52,9 @@ def main():
     parser.add_argument('--quick', action='store_true',
                         help='a small problem (6,000 samples, 1,100 classes): a smoke run, '
                              'too short for the timings to mean much')
+    parser.add_argument('--evaluate_on_gpu', action='store_true',
+                        help='faiss k-means and search on the GPU for ours (as main.py --evaluate_on_gpu)')
+    parser.add_argument('--json', default=None, help='also write the timings and metrics to this file')
     args = parser.parse_args()
     if args.quick:
         args.n, args.classes = 6000, 1100
@@ -65,7 +69,7 @@ def main():
                                     device=torch.device('cpu'))
 
     def run_ours(features, labels):
-        return evaluation.compute_metrics(features, labels, OUR_METRICS)
+        return evaluation.compute_metrics(features, labels, OUR_METRICS, use_gpu=args.evaluate_on_gpu)
 
     def run_pml(features, labels):
         return calculator.get_accuracy(features, labels, features, labels, ref_includes_query=True)
@@ -83,6 +87,10 @@ def main():
     for name in OUR_METRICS:
         pml_value = f'{theirs[PML_NAME_OF[name]]:10.4f}' if name in PML_NAME_OF else f'{"-":>10}'
         print(f'{name:<15}{ours[name]:10.4f}{pml_value}')
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(
+            {'arguments': vars(args), 'ours_s': our_seconds, 'pml_s': pml_seconds, 'ours': ours,
+             'pml': {name: float(value) for name, value in theirs.items()}}, indent=2))
 
 
 if __name__ == '__main__':

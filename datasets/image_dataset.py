@@ -2,6 +2,7 @@
 import copy
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -19,9 +20,15 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError)
 WIDE_GRAYSCALE_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
 
 
-def load_rgb(path):
-    """Open `path` with PIL, decode it fully and return it as an RGB image."""
+def load_rgb(path, prepare=None):
+    """Open `path` with PIL, decode it fully and return it as an RGB image.
+
+    prepare(image), when given, sees the opened image before its pixels are decoded (e.g. to ask for a
+    JPEG draft decode).
+    """
     with Image.open(path) as image:
+        if prepare is not None:
+            prepare(image)
         if image.mode == 'P':
             # Palette images may carry transparency; going through RGBA keeps PIL from warning.
             image = image.convert('RGBA')
@@ -60,6 +67,8 @@ class ImageDataset(torch.utils.data.Dataset):
     or a tuple `(index, augmentation_seed)` (training): then the random transform is drawn from
     that seed alone, so an augmented batch does not depend on worker processes or on resuming.
     A file that fails to decode later is replaced by another image of the same class.
+    `transform` is a datasets.transforms.ImagePipeline (it sees the file before decoding), or any
+    callable on RGB PIL images.
     """
 
     def __init__(self, samples, transform, name, class_names=None):
@@ -111,18 +120,20 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         index, augmentation_seed = item if isinstance(item, tuple) else (item, None)
-        index = int(index)
-        image, index = self._load_decodable(index)
-        if augmentation_seed is None:
-            tensor = self.transform(image)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(augmentation_seed))
-                tensor = self.transform(image)
+        tensor, index = self._load_decodable(int(index), augmentation_seed)
         return int(self.labels[index]), tensor, index
 
-    def _load_decodable(self, index):
-        """The image at `index`, or, when it does not decode, the next decodable one of its class."""
+    def _load_transformed(self, path, augmentation_seed):
+        """The transformed image of `path`, its random parameters drawn from `augmentation_seed` when given."""
+        with seeded_torch_rng(augmentation_seed):
+            if not hasattr(self.transform, 'plan'):
+                return self.transform(load_rgb(path))
+            plans = []
+            image = load_rgb(path, prepare=lambda opened: plans.append(self.transform.plan(opened)))
+            return self.transform.apply(image, plans[-1])
+
+    def _load_decodable(self, index, augmentation_seed):
+        """The transformed image at `index`, or, when it does not decode, the next decodable one of its class."""
         same_class = self._indices_of_class[self.labels[index]]
         start = int(np.searchsorted(same_class, index))
         for offset in range(len(same_class)):
@@ -130,10 +141,26 @@ class ImageDataset(torch.utils.data.Dataset):
             if candidate in self._undecodable:
                 continue
             try:
-                return load_rgb(self.paths[candidate]), candidate
+                return self._load_transformed(self.paths[candidate], augmentation_seed), candidate
             except UNREADABLE_IMAGE_ERRORS as error:
                 self._undecodable.add(candidate)
                 logger.warning('cannot decode image %s (%s); using another image of its class instead',
                                self.paths[candidate], error)
         raise UserError(f'no image of class {self.class_name(self.labels[index])} of {self.name} '
                         'can be decoded; replace its files')
+
+
+@contextmanager
+def seeded_torch_rng(seed):
+    """Draws from the torch CPU generator inside come from `seed` (as after torch.manual_seed(seed)); its state
+    outside is left as it was. Seeding only the CPU generator is what makes this cheap per image. No-op for None."""
+    if seed is None:
+        yield
+        return
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(int(seed))
+    try:
+        yield
+    finally:
+        generator.set_state(state)

@@ -1,11 +1,24 @@
-"""Image transforms for training and evaluation, by augmentation name."""
+"""Image pipelines for training and evaluation, by augmentation name, and the network-input conversion.
+
+A pipeline turns an image file into a uint8 tensor (3 x S x S) in the data-loading workers; the
+conversion to float and the ImageNet normalisation happen on the device, in `to_network_input`.
+The random parameters are torchvision's (RandomResizedCrop.get_params, RandomHorizontalFlip, ...),
+drawn from the torch RNG in the same order as a torchvision Compose would draw them.
+"""
+import functools
+
+import torch
+from PIL import Image
 from torchvision import transforms
+from torchvision.transforms import functional as F
 
 from utilities.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = ('base', 'adv', 'big', 'red')
+DRAFT_SCALES = (8, 4, 2)
+"""JPEG DCT downscaling factors Pillow's `Image.draft` can decode at."""
 
 
 def resize_size(image_size):
@@ -13,27 +26,122 @@ def resize_size(image_size):
     return round(image_size * 256 / 224)
 
 
-def make_transform(train, augmentation, image_size):
-    """PIL image -> normalised float tensor (3 x S x S), as in the Revisiting-DML framework.
+def draft_scale(box, output_size):
+    """The largest JPEG downscaling factor (8, 4, 2, else 1) that keeps `box` (x0, y0, x1, y1) at least
+    `output_size` (w, h) in both directions, so the reduced decode still has every pixel the output needs."""
+    room = min((box[2] - box[0]) / output_size[0], (box[3] - box[1]) / output_size[1])
+    return next((scale for scale in DRAFT_SCALES if room >= scale), 1)
+
+
+class RandomResizedCropBox:
+    """The box of torchvision's RandomResizedCrop(size) (scale 0.08-1, ratio 3/4-4/3), and its output size."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __call__(self, image):
+        top, left, height, width = transforms.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))
+        return (left, top, left + width, top + height), (self.size, self.size)
+
+
+class ResizeBox:
+    """The whole image and the output size of torchvision's Resize(size): shorter side to `size`."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __call__(self, image):
+        width, height = image.size
+        if width <= height:
+            output = (self.size, int(self.size * height / width))
+        else:
+            output = (int(self.size * width / height), self.size)
+        return (0, 0, width, height), output
+
+
+class ImagePipeline:
+    """Resize a box of the image (`geometry`), then the torchvision transforms `rest`, then a uint8 tensor.
+
+    Call `plan(image)` on the opened image before its pixels are decoded: it draws the box from the
+    torch RNG and, with `draft`, asks a JPEG decoder for a DCT-downscaled decode when the box is at
+    least twice the output size; then `apply(decoded_rgb_image, plan)`. Without a draft the box is
+    resized exactly as torchvision's resized_crop / resize do; with one, the box is mapped onto the
+    smaller decode. Calling the pipeline on a decoded PIL image does both steps (no draft then).
+    """
+
+    def __init__(self, geometry, rest, draft=True):
+        self.geometry = geometry
+        self.rest = transforms.Compose(rest)
+        self.draft = draft
+
+    def plan(self, image):
+        """(box, output size, decode scale) for `image`, whose pixels may not be decoded yet."""
+        box, output_size = self.geometry(image)
+        scale = draft_scale(box, output_size) if self.draft else 1
+        if scale > 1:
+            # Pillow picks the largest factor <= min(width // w, height // h): exactly `scale` for this request.
+            width = image.width
+            drafted = image.draft(None, (width // scale, image.height // scale))
+            scale = 1 if drafted is None else round(width / drafted[1][2])
+        return box, output_size, scale
+
+    def apply(self, image, plan):
+        box, output_size, scale = plan
+        if scale == 1:
+            left, top, right, bottom = box
+            image = F.resized_crop(image, top, left, bottom - top, right - left, [output_size[1], output_size[0]])
+        else:
+            image = image.resize(output_size, Image.BILINEAR, box=tuple(c / scale for c in box))
+        # A 3 x H x W view of the H x W x 3 pixels: the DataLoader's collate makes the one transposing copy.
+        return F.pil_to_tensor(self.rest(image))
+
+    def __call__(self, image):
+        return self.apply(image, (*self.geometry(image), 1))
+
+
+def make_transform(train, augmentation, image_size, draft=True):
+    """The ImagePipeline of an augmentation, as in the Revisiting-DML framework (output uint8, not normalised).
 
     With s = `image_size` and r = round(s * 256 / 224) (256 for s = 224):
     - 'base': train RandomResizedCrop(s) + HorizontalFlip; eval Resize(r) + CenterCrop(s).
     - 'adv':  'base' plus RandomGrayscale(0.2) and ColorJitter(0.2, 0.2, 0.2, 0.2).
     - 'big':  like 'base' with crops of r instead of s (eval Resize(r) + CenterCrop(r)).
     - 'red':  reduced: train Resize(r) + RandomCrop(s) + HorizontalFlip; eval as 'base'.
-    All end with ImageNet mean/std normalisation.
+    The ImageNet mean/std normalisation follows on the device (`to_network_input`).
     """
     if augmentation not in AUGMENTATIONS:
         raise UserError(f'unknown --augmentation {augmentation!r}; choose one of {", ".join(AUGMENTATIONS)}')
     resized = resize_size(image_size)
     crop = resized if augmentation == 'big' else image_size
+    flip = transforms.RandomHorizontalFlip(0.5)
     if not train:
-        steps = [transforms.Resize(resized), transforms.CenterCrop(crop)]
-    elif augmentation == 'red':
-        steps = [transforms.Resize(resized), transforms.RandomCrop(crop), transforms.RandomHorizontalFlip(0.5)]
-    elif augmentation == 'adv':
-        steps = [transforms.RandomResizedCrop(crop), transforms.RandomGrayscale(0.2),
-                 transforms.ColorJitter(0.2, 0.2, 0.2, 0.2), transforms.RandomHorizontalFlip(0.5)]
-    else:
-        steps = [transforms.RandomResizedCrop(crop), transforms.RandomHorizontalFlip(0.5)]
-    return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return ImagePipeline(ResizeBox(resized), [transforms.CenterCrop(crop)], draft)
+    if augmentation == 'red':
+        return ImagePipeline(ResizeBox(resized), [transforms.RandomCrop(crop), flip], draft)
+    if augmentation == 'adv':
+        return ImagePipeline(RandomResizedCropBox(crop), [transforms.RandomGrayscale(0.2),
+                                                          transforms.ColorJitter(0.2, 0.2, 0.2, 0.2), flip], draft)
+    return ImagePipeline(RandomResizedCropBox(crop), [flip], draft)
+
+
+@functools.lru_cache(maxsize=None)
+def _normalisation(device):
+    """(255 * mean, 1 / (255 * std)) as 1 x 3 x 1 x 1 float32 tensors on `device`, made once per device."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (mean * 255).to(device), (1 / (std * 255)).to(device)
+
+
+def to_network_input(images, device, channels_last=False):
+    """A loader's uint8 batch (B x 3 x S x S) as the networks' input: float32 on `device`, ImageNet-normalised.
+
+    The same numbers as torchvision's ToTensor + Normalize(IMAGENET_MEAN, IMAGENET_STD) up to float rounding.
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f'to_network_input expects the uint8 batches of datasets.transforms, got {images.dtype}')
+    device = torch.device(device)
+    images = images.to(device, non_blocking=True)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    shift, scale = _normalisation(device)
+    return images.to(torch.float32, memory_format=memory_format).sub_(shift).mul_(scale)
+

@@ -3,6 +3,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from datasets.transforms import to_network_input
+
 AMP_NOTE = ('--amp: test images are embedded in bfloat16; metrics may differ from a float32 evaluation '
             'in the third decimal')
 
@@ -15,9 +17,10 @@ def embedding_autocast(device_type, amp):
 def extract_embeddings(model, loader, device, amp=False):
     """Embeddings (N x D float32) and labels (N int64) of every sample `loader` yields.
 
-    `loader` yields (labels, images, indices) batches; `model(images)` returns the embeddings or
-    a tuple whose first element is them. The model runs in eval mode without autograd, in float32
-    unless `amp` (bfloat16 autocast), and gets its train/eval mode back afterwards.
+    `loader` yields (labels, uint8 images, indices) batches, as datasets.transforms makes them;
+    `model(images)` returns the embeddings or a tuple whose first element is them. The model runs in
+    eval mode without autograd, in float32 unless `amp` (bfloat16 autocast), and gets its train/eval mode
+    back afterwards.
     """
     device = torch.device(device)
     was_training = model.training
@@ -26,7 +29,7 @@ def extract_embeddings(model, loader, device, amp=False):
     try:
         with torch.inference_mode(), embedding_autocast(device.type, amp):
             for batch_labels, images, _ in tqdm(loader, desc='Embedding', leave=False, disable=None):
-                output = model(images.to(device, non_blocking=True))
+                output = model(to_network_input(images, device))
                 embeddings = output[0] if isinstance(output, (tuple, list)) else output
                 features.append(embeddings.float().cpu())
                 labels.append(torch.as_tensor(batch_labels).reshape(-1))

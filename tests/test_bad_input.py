@@ -1,5 +1,4 @@
 """Bad input: one line on stderr saying what is wrong and what to do, non-zero exit, no traceback, nothing changed."""
-import os
 
 import pytest
 import torch

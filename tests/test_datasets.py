@@ -13,7 +13,7 @@ import datasets
 from datasets import digits
 from datasets.image_dataset import ImageDataset
 from datasets.image_folder import Split
-from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, make_transform
+from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, make_transform, to_network_input
 from datasets.validation_split import split_by_classes, split_by_samples
 from utilities.errors import UserError
 
@@ -23,7 +23,8 @@ from conftest import BIRD_NAMES, CAR_NAMES
 def make_opt(**overrides):
     """The flags datasets.select reads, with small defaults."""
     values = dict(dataset='cub200', source_path=None, use_tv_split=False, tv_split_perc=0.8,
-                  tv_split_by_samples=False, augmentation='base', image_size=16, seed=0)
+                  tv_split_by_samples=False, augmentation='base', image_size=16, seed=0,
+                  full_decode=False)
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -354,11 +355,14 @@ def test_transform_output_sizes(augmentation, train_size, eval_size):
     assert make_transform(False, augmentation, 16)(image).shape == (3, eval_size, eval_size)
 
 
-def test_eval_transform_normalises_with_imagenet_statistics():
+def test_pipeline_gives_uint8_that_the_device_normalises_with_imagenet_statistics():
     tensor = make_transform(False, 'base', 224)(solid('RGB', (300, 260), (255, 0, 51)))
+    assert tensor.dtype == torch.uint8 and tensor.shape == (3, 224, 224)
+    assert tensor[:, 100, 100].tolist() == [255, 0, 51]
+    network_input = to_network_input(tensor[None], 'cpu', channels_last=True)
     expected = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (0.2 - 0.406) / 0.225]
-    assert tensor.shape == (3, 224, 224)
-    assert torch.allclose(tensor[:, 100, 100], torch.tensor(expected), atol=1e-5)
+    assert network_input.dtype == torch.float32 and network_input.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(network_input[0, :, 100, 100], torch.tensor(expected), atol=1e-5)
     assert (IMAGENET_MEAN, IMAGENET_STD) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 

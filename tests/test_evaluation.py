@@ -6,6 +6,7 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from sklearn.metrics import normalized_mutual_info_score
 
 import evaluation
+from datasets.transforms import to_network_input
 from evaluation import clustering
 from utilities.errors import UserError
 
@@ -210,7 +211,7 @@ def triplet_loader(images, labels, batch_size):
 def test_extract_embeddings_gives_all_samples_and_restores_mode(train_mode):
     torch.manual_seed(0)
     model = TupleOutputNet().train(train_mode)
-    images = torch.randn(10, 2, 3)
+    images = torch.randint(0, 256, (10, 3, 1, 2), dtype=torch.uint8)
     labels = torch.arange(10) % 3
     features, extracted_labels = evaluation.extract_embeddings(
         model, triplet_loader(images, labels, batch_size=4), 'cpu')
@@ -219,7 +220,8 @@ def test_extract_embeddings_gives_all_samples_and_restores_mode(train_mode):
     assert extracted_labels.dtype == np.int64
     np.testing.assert_array_equal(extracted_labels, labels.numpy())
     with torch.no_grad():
-        np.testing.assert_allclose(features, model.linear(images.flatten(1)).numpy(), rtol=1e-6)
+        expected = model.linear(to_network_input(images, 'cpu').flatten(1))
+        np.testing.assert_allclose(features, expected.numpy(), rtol=1e-6)
 
 
 def test_extract_embeddings_runs_in_eval_mode():
@@ -231,7 +233,7 @@ def test_extract_embeddings_runs_in_eval_mode():
             return images.flatten(1)
 
     model = ModeRecorder().train()
-    evaluation.extract_embeddings(model, triplet_loader(torch.randn(3, 2), torch.zeros(3), 2),
+    evaluation.extract_embeddings(model, triplet_loader(torch.zeros(3, 3, 1, 1, dtype=torch.uint8), torch.zeros(3), 2),
                                   torch.device('cpu'))
     assert seen_modes == [False, False] and model.training
 

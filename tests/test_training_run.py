@@ -106,3 +106,20 @@ def test_corrupt_images_are_left_out_and_counted_in_the_run_log(make_cub200, tmp
     log = (tmp_path / 'cub200' / 'tiny' / 'log.txt').read_text()
     assert 'cub200 training: left out 2 unreadable images' in log
     assert len(read_summary(tmp_path / 'cub200' / 'tiny')['history']) == 1
+
+
+def test_evaluate_every_skips_epochs_but_always_evaluates_the_last(make_cub200, tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, 'compile', lambda module: compiled.append(type(module).__name__))
+    data = make_cub200(n_classes=4, per_class=4)
+    assert run_main(*tiny_run_flags(data, tmp_path, **{'--n_epochs': 3, '--evaluate_every': 2,
+                                                       '--compile': None})) == 0
+    assert compiled == ['ResNetEmbedding'], '--compile compiles the student only'
+    folder = tmp_path / 'cub200' / 'tiny'
+    summary = read_summary(folder)
+    evaluated = [entry['epoch'] for entry in summary['history'] if 'e_recall@1' in entry]
+    assert [entry['epoch'] for entry in summary['history']] == [0, 1, 2] and evaluated == [1, 2]
+    assert set(summary['best_epoch'].values()) <= {1, 2}
+    best = torch.load(folder / 'best_e_recall@1.pth', weights_only=True)
+    assert best['epoch'] == summary['best_epoch']['e_recall@1']
+    assert (folder / 'curves.png').exists()

@@ -2,8 +2,11 @@
 import torch
 
 
-def build_optimizer(model, criterion, optim, lr, fc_lr, decay):
-    """Parameter groups: the backbone at lr; last_linear at fc_lr when fc_lr >= 0; the loss's own parameters."""
+def build_optimizer(model, criterion, optim, lr, fc_lr, decay, fused=False):
+    """Parameter groups: the backbone at lr; last_linear at fc_lr when fc_lr >= 0; the loss's own parameters.
+
+    fused: Adam runs as torch's fused kernel, which can skip a non-finite step on the device (SGD ignores it).
+    """
     head = [p for name, p in model.named_parameters() if name.startswith('model.last_linear.') and p.requires_grad]
     head_ids = {id(p) for p in head}
     backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
@@ -13,7 +16,7 @@ def build_optimizer(model, criterion, optim, lr, fc_lr, decay):
         groups = [{'params': backbone + head, 'lr': lr}]
     groups += criterion.param_groups(lr) if hasattr(criterion, 'param_groups') else []
     if optim == 'adam':
-        return torch.optim.Adam(groups, lr=lr, weight_decay=decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=decay, fused=fused)
     return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=decay)
 
 

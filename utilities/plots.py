@@ -36,7 +36,9 @@ def plot_history(history, metric_names, folder, best=None):
         axis.ticklabel_format(axis='y', style='sci', scilimits=(-3, 4), useOffset=False)
     metric_axis = axes[-1]
     for name in metric_names:
-        line, = metric_axis.plot(epochs, [entry.get(name, float('nan')) for entry in history], label=name)
+        evaluated = [entry for entry in history if name in entry]  # --evaluate_every skips epochs
+        line, = metric_axis.plot([entry['epoch'] for entry in evaluated], [entry[name] for entry in evaluated],
+                                 marker='.', label=name)
         if best and name in best:
             value, epoch = best[name]
             metric_axis.plot([epoch], [value], marker='*', markersize=13, color=line.get_color(), linestyle='none',

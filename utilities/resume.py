@@ -11,10 +11,11 @@ logger = logging.getLogger(__name__)
 
 # Flags that may differ from the resumed run's: where data and hardware are, and how long to go on.
 OVERRIDABLE = {'resume', 'dry_run', 'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online',
-               'skip_nonfinite', 'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout'}
+               'skip_nonfinite', 'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout', 'compile',
+               'evaluate_every'}
 
 # What runs saved before a flag existed did; a flag missing here takes today's default.
-BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct'}
+BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct', 'full_decode': True}
 
 
 def training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id):

@@ -1,15 +1,18 @@
 """One training epoch: student forward, teacher forward when the distillation term is on, loss, step."""
 import logging
-import math
 import time
 from dataclasses import dataclass, asdict
 
 import torch
 from tqdm import tqdm
 
+from datasets.transforms import to_network_input
 from utilities import distributed
 
 logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 1.0
+"""How often, at most, the host reads the device's loss tallies while the device checks every step itself."""
 
 
 class NonFiniteLoss(Exception):
@@ -29,12 +32,6 @@ class EpochProgress:
     skipped_nonfinite: int = 0
     train_time_s: float = 0.0
 
-    def record(self, loss, terms):
-        self.trained_steps += 1
-        self.loss_sum += loss
-        self.loss_rank_sum += float(terms.get('loss_rank', loss))
-        self.loss_kd_sum += float(terms.get('loss_kd', 0.0))
-
     def averages(self):
         n = max(self.trained_steps, 1)
         return {'loss': self.loss_sum / n, 'loss_rank': self.loss_rank_sum / n, 'loss_kd': self.loss_kd_sum / n,
@@ -45,44 +42,139 @@ class EpochProgress:
 
 
 def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch, progress, stop, skip_nonfinite,
-                    amp=False):
+                    amp=False, channels_last=False):
     """Train on the loader's batches from progress.step on; stops early when any process received a stop signal.
 
     amp: the networks run in bfloat16 autocast; the criterion computes in float32 whatever it is given.
+    channels_last: the input batches are laid out channels-last (faster convolutions under amp on GPUs).
     Under torchrun `model` is the DDP-wrapped student and the loss sees the batch gathered from every rank.
+    A step whose loss or embeddings are not finite never updates the weights: it stops the epoch with
+    NonFiniteLoss, or, with `skip_nonfinite`, is skipped and counted. With a fused Adam the check runs on the
+    device and the host reads the losses at most every FLUSH_INTERVAL_S seconds; otherwise it reads them every step.
     """
     model.train()
     with_teacher = criterion.needs_teacher(epoch)
+    on_device = skips_on_device(optimizer)
+    tally = DeviceTally(progress, device)
     started = time.perf_counter()
     batches = tqdm(loader, desc=f'epoch {epoch}', initial=progress.step, total=progress.step + len(loader),
                    leave=False, disable=None)
-    for labels, images, _ in batches:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            embeddings = model(images)
-            teacher_embeddings = None
-            if with_teacher:
-                with torch.no_grad():
-                    teacher_embeddings = teacher(images)
-        embeddings, labels, teacher_embeddings = distributed.gather_batch(embeddings, labels, teacher_embeddings)
-        loss = criterion(embeddings, labels, teacher_batch=teacher_embeddings, epoch=epoch)
-        loss_value = loss.item()
-        optimizer.zero_grad(set_to_none=True)
-        # The ranking losses mask pairs whose similarity is nan, so a diverged network can still give a finite loss.
-        if not distributed.all_ranks(math.isfinite(loss_value) and bool(torch.isfinite(embeddings).all())):
-            if not skip_nonfinite:
-                raise NonFiniteLoss(epoch, progress.step)
-            progress.skipped_nonfinite += 1
-            logger.warning('skipped a non-finite loss in epoch %d, step %d', epoch, progress.step)
-        else:
-            loss.backward()
-            distributed.average_gradients(criterion)
-            optimizer.step()
-            progress.record(loss_value, criterion.terms)
-        progress.step += 1
-        batches.set_postfix(loss=f'{loss_value:.4f}')
-        if stop.agree():
-            break
-    progress.train_time_s += time.perf_counter() - started
+    try:
+        for labels, images, _ in batches:
+            images = to_network_input(images, device, channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                embeddings = model(images)
+                teacher_embeddings = teacher_forward(teacher, images) if with_teacher else None
+            embeddings, labels, teacher_embeddings = distributed.gather_batch(embeddings, labels, teacher_embeddings)
+            loss = criterion(embeddings, labels, teacher_batch=teacher_embeddings, epoch=epoch)
+            # Every rank computes this from the same gathered batch, so all ranks take the same decision.
+            nonfinite = step_is_nonfinite(loss, embeddings)
+            optimizer.zero_grad(set_to_none=True)
+            if on_device:
+                loss.backward()
+                distributed.average_gradients(criterion)
+                masked_step(optimizer, nonfinite if skip_nonfinite else tally.halt_on(nonfinite))
+            elif not nonfinite.item():
+                loss.backward()
+                distributed.average_gradients(criterion)
+                optimizer.step()
+            tally.add(progress.step, loss, criterion.terms, nonfinite)
+            progress.step += 1
+            stopping = stop.agree()
+            if not on_device or stopping or tally.due():
+                report(tally.flush(progress), batches, epoch, skip_nonfinite)
+            if stopping:
+                break
+        report(tally.flush(progress), batches, epoch, skip_nonfinite)
+    finally:
+        progress.train_time_s += time.perf_counter() - started
     return progress
+
+
+def teacher_forward(teacher, images):
+    """The teacher's embeddings: constants for the loss, so no autograd bookkeeping at all."""
+    with torch.inference_mode():
+        return teacher(images)
+
+
+def step_is_nonfinite(loss, embeddings):
+    """A 0-d bool tensor on the loss's device: whether this step must not update the weights.
+
+    The embeddings count too: the ranking losses mask pairs whose similarity is nan, so a diverged network
+    can still give a finite loss.
+    """
+    return ~(torch.isfinite(loss) & torch.isfinite(embeddings).all())
+
+
+def skips_on_device(optimizer):
+    """Whether `optimizer` can skip a step on a device-side flag: torch's fused Adam takes one as `found_inf`
+    (as GradScaler uses it) and then leaves weights, moments and step counts untouched."""
+    return isinstance(optimizer, torch.optim.Adam) and all(group.get('fused') for group in optimizer.param_groups)
+
+
+def masked_step(optimizer, skip):
+    """optimizer.step(), a no-op where the 0-d device tensor `skip` is true, without waiting for it."""
+    optimizer.found_inf = skip.float()
+    try:
+        optimizer.step()
+    finally:
+        optimizer.found_inf = None
+
+
+def report(flushed, batches, epoch, skip_nonfinite):
+    """Raise NonFiniteLoss for a non-finite step, or log the skipped ones; show the last loss."""
+    nonfinite_steps, last_loss = flushed
+    if nonfinite_steps and not skip_nonfinite:
+        raise NonFiniteLoss(epoch, nonfinite_steps[0])
+    for step in nonfinite_steps:
+        logger.warning('skipped a non-finite loss in epoch %d, step %d', epoch, step)
+    if last_loss is not None:
+        batches.set_postfix(loss=f'{last_loss:.4f}')
+
+
+class DeviceTally:
+    """The epoch's loss sums and step counts, kept on the device and copied into an EpochProgress on flush.
+
+    The sums start from the progress's and add the same float64 values in the same order as a host-side
+    tally would, so averages (and resumed runs) are the same. A step with a non-finite loss adds nothing
+    to the sums and counts as skipped.
+    """
+
+    def __init__(self, progress, device):
+        self.sums = torch.tensor([progress.loss_sum, progress.loss_rank_sum, progress.loss_kd_sum],
+                                 dtype=torch.float64, device=device)
+        self.counts = torch.tensor([progress.trained_steps, progress.skipped_nonfinite], dtype=torch.float64,
+                                   device=device)
+        self.halted = torch.zeros((), dtype=torch.bool, device=device)
+        self.pending = []
+        self.flushed_at = time.perf_counter()
+
+    def halt_on(self, nonfinite):
+        """True from the first non-finite step on: no later step updates the weights before the host stops."""
+        self.halted = self.halted | nonfinite
+        return self.halted
+
+    def add(self, step, loss, terms, nonfinite):
+        parts = (loss, terms.get('loss_rank', loss), terms.get('loss_kd', torch.zeros_like(loss)))
+        values = torch.stack([part.detach().double() for part in parts])
+        self.sums += torch.where(nonfinite, 0.0, values)
+        self.counts += torch.stack([~nonfinite, nonfinite]).double()
+        self.pending.append((step, nonfinite, loss.detach()))
+
+    def due(self):
+        return time.perf_counter() - self.flushed_at >= FLUSH_INTERVAL_S
+
+    def flush(self, progress):
+        """Copy sums and counts into `progress` (one device-to-host copy); (non-finite steps, last loss)."""
+        self.flushed_at = time.perf_counter()
+        if not self.pending:
+            return [], None
+        flags = torch.stack([nonfinite for _, nonfinite, _ in self.pending]).double()
+        last_loss = self.pending[-1][2].double().view(1)
+        values = torch.cat([self.sums, self.counts, flags, last_loss]).tolist()
+        progress.loss_sum, progress.loss_rank_sum, progress.loss_kd_sum = values[:3]
+        progress.trained_steps, progress.skipped_nonfinite = int(values[3]), int(values[4])
+        nonfinite_steps = [step for (step, _, _), flag in zip(self.pending, values[5:-1]) if flag]
+        self.pending = []
+        return nonfinite_steps, values[-1]

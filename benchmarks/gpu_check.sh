@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The GPU measurements of the README's performance table, in one go (under 8 minutes on one GPU):
+# train_speed.py with and without --amp (all cores as DataLoader workers, CUB-size JPEGs), then
+# eval_speed.py with --evaluate_on_gpu (faiss-gpu k-means). JSON results go to $OUT (default ./gpu_check).
+#
+#   bash benchmarks/gpu_check.sh                      # on a GPU machine
+#   GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh      # seconds-long dry check of the script itself, on the CPU
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_check}
+PYTHON=${PYTHON:-python}
+mkdir -p "$OUT"
+WORKERS=$(nproc)
+
+if [[ "${GPU_CHECK_DRY:-0}" == 1 ]]; then
+    echo "dry check on the CPU: tiny settings, the numbers mean nothing"
+    DEVICE=cpu
+    SPEED=(--arch resnet18_normalize --image_size 32 --bs 8 --seconds 0.2 --photos 4 --photo_sizes 500x375
+           --epoch_image_size 32 --epoch_per_class 2 --epoch_repeat 1 --workers 1 --threads 1)
+    EVAL=(--quick)
+    LIMITS=(300 300 300)
+else
+    DEVICE=cuda
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    SPEED=(--arch resnet50_frozen_normalize --image_size 224 --bs 112 --seconds 6 --photos 48
+           --photo_sizes 500x375 1200x900 --epoch_image_size 224 --epoch_repeat 6 --workers "$WORKERS")
+    EVAL=()
+    LIMITS=(200 150 100)  # seconds per step: 7.5 minutes at most in all
+fi
+"$PYTHON" -c "import torch, faiss; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(),
+'| faiss GPUs', faiss.get_num_gpus() if hasattr(faiss, 'get_num_gpus') else 0)"
+
+echo "== train_speed --amp (pipeline, steps, epoch)"
+timeout "${LIMITS[0]}" "$PYTHON" benchmarks/train_speed.py --device "$DEVICE" --amp "${SPEED[@]}" \
+    --json "$OUT/train_speed_amp.json"
+echo "== train_speed float32 (steps, epoch)"
+timeout "${LIMITS[1]}" "$PYTHON" benchmarks/train_speed.py --device "$DEVICE" --parts steps epoch "${SPEED[@]}" \
+    --json "$OUT/train_speed_fp32.json"
+echo "== eval_speed --evaluate_on_gpu"
+timeout "${LIMITS[2]}" "$PYTHON" benchmarks/eval_speed.py --evaluate_on_gpu "${EVAL[@]}" --json "$OUT/eval_speed_gpu.json"
+echo "results in $OUT"
