@@ -81,7 +81,11 @@ def main(argv=None):
     session = describe_run('main.py', argv, opt.applied_defaults, datasets.resolve_root(opt.dataset, opt.source_path),
                            data)
     if distributed.is_main():
-        record_start(folder, summary.config, session)
+        try:
+            record_start(folder, summary.config, session)
+        except FileWriteError as error:
+            lock.release()
+            raise write_failed(error, folder) from None
     report_left_out(data)
     start_epoch, progress = 0, EpochProgress()
     if resumed:
@@ -134,14 +138,18 @@ def main(argv=None):
         except evaluation.NonFiniteEmbeddings as error:
             raise UserError(f'{error}; {last_checkpoint_note(folder)}') from None
         except FileWriteError as error:
-            raise UserError(f'{error}; {last_checkpoint_note(folder)}: make room, then '
-                            f'{how_to_continue(folder)}') from None
+            raise write_failed(error, folder) from None
         finally:
             online.finish()
             if lock is not None:
                 lock.release()
     logger.info('done: best %s', json.dumps(summary.to_dict()['best']))
     return 0
+
+
+def write_failed(error, folder):
+    """The one-line error for a write that failed (disk full, quota): what is intact and how to go on."""
+    return UserError(f'{error}; {last_checkpoint_note(folder)}: make room, then {how_to_continue(folder)}')
 
 
 def report_stop(stop, folder):

@@ -85,7 +85,7 @@ def test_two_process_digits_run_writes_one_complete_run_folder(tmp_path):
 
 
 @pytest.mark.parametrize('flags, message', [
-    (['--bs', 8, '--samples_per_class', 8], 'multiple of 2 x --samples_per_class 8 = 16'),
+    (['--bs', 24, '--samples_per_class', 8], 'multiple of 2 x --samples_per_class 8 = 16'),
     (['--dist_backend', 'nccl'], '--dist_backend nccl needs GPUs'),
 ])
 def test_bad_distributed_set_up_is_a_one_line_error(flags, message, make_cub200, tmp_path, monkeypatch, capsys):

@@ -6,6 +6,7 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from sklearn.metrics import normalized_mutual_info_score
 
 import evaluation
+from datasets import transforms
 from datasets.transforms import to_network_input
 from evaluation import clustering
 from utilities.errors import UserError
@@ -253,7 +254,9 @@ class AutocastRecorder(torch.nn.Module):
 
 
 class StaysOnTheCpu:
-    """A batch of images whose .to(device) keeps them on the CPU: the CUDA code path without a GPU."""
+    """A uint8 batch of images whose .to(device) keeps them on the CPU: the CUDA code path without a GPU."""
+
+    dtype = torch.uint8
 
     def __init__(self, images):
         self.images = images
@@ -266,8 +269,10 @@ class StaysOnTheCpu:
 def test_cuda_evaluation_embeds_in_float32_unless_amp(monkeypatch, amp, expected):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *args, **kwargs: True)
+    monkeypatch.setattr(transforms, '_normalisation', lambda device: (torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)))
     model = AutocastRecorder('cuda')
-    loader = [(torch.zeros(2), StaysOnTheCpu(torch.randn(2, 3)), torch.arange(2)) for _ in range(2)]
+    loader = [(torch.zeros(2), StaysOnTheCpu(torch.zeros(2, 3, 2, 2, dtype=torch.uint8)), torch.arange(2))
+              for _ in range(2)]
     features, _ = evaluation.extract_embeddings(model, loader, 'cuda', amp=amp)
     assert model.seen == [expected, expected]
     assert features.dtype == np.float32
@@ -276,7 +281,8 @@ def test_cuda_evaluation_embeds_in_float32_unless_amp(monkeypatch, amp, expected
 @pytest.mark.parametrize('amp', [False, True])
 def test_cpu_evaluation_embeds_in_float32_unless_amp(amp):
     model = AutocastRecorder('cpu')
-    evaluation.extract_embeddings(model, triplet_loader(torch.randn(4, 3), torch.zeros(4), 2), 'cpu', amp=amp)
+    images = torch.zeros(4, 3, 2, 2, dtype=torch.uint8)
+    evaluation.extract_embeddings(model, triplet_loader(images, torch.zeros(4), 2), 'cpu', amp=amp)
     assert model.seen == [(amp, torch.bfloat16 if amp else None)] * 2
 
 
@@ -292,5 +298,6 @@ def test_training_evaluation_passes_amp_on(monkeypatch, amp):
 
     monkeypatch.setattr(evaluation, 'extract_embeddings', recording_extract)
     opt = argparse.Namespace(amp=amp, evaluation_metrics=['e_recall@1'], evaluate_on_gpu=False, seed=0)
-    main.evaluate(torch.nn.Identity(), {'': None, 'val_': None}, torch.device('cpu'), opt)
+    loader = argparse.Namespace(dataset=[0] * 4)
+    main.evaluate(torch.nn.Identity(), {'': loader, 'val_': loader}, torch.device('cpu'), opt)
     assert calls == [amp, amp]
