@@ -42,7 +42,7 @@ def timed(function, *arguments):
     return result, time.perf_counter() - start
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--n', type=int, default=60502, help='number of samples')
     parser.add_argument('--classes', type=int, default=11316, help='number of classes')
@@ -55,7 +55,7 @@ def main():
     parser.add_argument('--evaluate_on_gpu', action='store_true',
                         help='faiss k-means and search on the GPU for ours (as main.py --evaluate_on_gpu)')
     parser.add_argument('--json', default=None, help='also write the timings and metrics to this file')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.n, args.classes = 6000, 1100
     if args.n < 2 * args.classes:

@@ -4,8 +4,8 @@ Three parts (--parts), each timed in interleaved rounds so that a machine's chan
 candidate alike; the ratios printed are measured within one run.
 - pipeline: images/s in one process (decode + augment + collate) on generated photo-like JPEGs, for
   PIL decoding alone (the floor of any CPU pipeline), the authors' pipeline (PIL, RandomResizedCrop,
-  flip, ToTensor, Normalize in float32) and ours (uint8 out, with and without JPEG draft decoding),
-  at CUB's typical size and at larger sizes (--photo_sizes).
+  flip, ToTensor, Normalize in float32) and ours (uint8 out; also without JPEG draft decoding, and with
+  Pillow's resampling instead of torch's), at CUB's typical size and at larger sizes (--photo_sizes).
 - steps: training steps of MS, MS + PSD and MS + PSD + OBDP (epoch 1, so the teacher runs) through
   utilities.training.train_one_epoch on a batch already decoded, next to the same network's bare
   forward + backward on a batch already on the device (the ceiling).
@@ -38,10 +38,11 @@ import datasampler  # noqa: E402
 import datasets  # noqa: E402
 import parameters  # noqa: E402
 from benchmarks.photos import CUB_LIKE, write_cub200_folder, write_photos  # noqa: E402
-from datasets.image_dataset import ImageDataset, load_rgb  # noqa: E402
+from datasets.image_dataset import ImageDataset, decoded_rgb  # noqa: E402
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, make_transform, to_network_input  # noqa: E402
 from main import make_loader  # noqa: E402
 from utilities.optimization import build_optimizer  # noqa: E402
+from utilities.stop_signals import StopSignals  # noqa: E402
 from utilities.teacher import make_teacher  # noqa: E402
 from utilities.training import EpochProgress, train_one_epoch  # noqa: E402
 
@@ -50,10 +51,6 @@ STEP_SETTINGS = {
     'MS+PSD': ['--loss', 'multisimilarity_obd_sd', '--PSD'],
     'MS+PSD+OBDP': ['--loss', 'multisimilarity_obd_sd', '--PSD', '--OBDP'],
 }
-
-
-class NeverStop:
-    requested = None
 
 
 def interleaved_rates(candidates, seconds, synchronize=lambda: None):
@@ -98,6 +95,7 @@ def pipeline_candidates(paths, image_size, bs):
     samples = [(str(path), 0) for path in paths]
     ours = ImageDataset(samples, make_transform(True, 'base', image_size), 'photos')
     ours_without_draft = ours.with_transform(make_transform(True, 'base', image_size, draft=False))
+    ours_pil_resampling = ours.with_transform(make_transform(True, 'base', image_size, pil_resampling=True))
     cursor = {'next': 0}
 
     def batch_indices():
@@ -107,7 +105,8 @@ def pipeline_candidates(paths, image_size, bs):
 
     def decode_only():
         for index in batch_indices():
-            load_rgb(samples[index][0])
+            with Image.open(samples[index][0]) as image:
+                decoded_rgb(image)
         return bs
 
     def authors_batch():
@@ -122,7 +121,8 @@ def pipeline_candidates(paths, image_size, bs):
         return run
 
     return {'decode only': decode_only, 'authors': authors_batch, 'ours': ours_batch(ours),
-            'ours without draft': ours_batch(ours_without_draft)}
+            'ours without draft': ours_batch(ours_without_draft),
+            'ours with Pillow resampling': ours_batch(ours_pil_resampling)}
 
 
 def measure_pipeline(args, folder):
@@ -143,12 +143,15 @@ def pipeline_rates(args, folder):
         results[size_text] = {'images_per_s': rates,
                               'ours_over_authors': rates['ours'] / rates['authors'],
                               'ours_over_decode_only': rates['ours'] / rates['decode only'],
-                              'draft_gain': rates['ours'] / rates['ours without draft']}
+                              'draft_gain': rates['ours'] / rates['ours without draft'],
+                              'torch_resampling_gain': rates['ours'] / rates['ours with Pillow resampling']}
         print(f'pipeline, one process, {size[0]}x{size[1]} JPEGs (quality 90) -> {args.image_size} px, '
               f'images/s: ' + ', '.join(f'{name} {rate:.0f}' for name, rate in rates.items()))
         print(f'  ours / authors = {results[size_text]["ours_over_authors"]:.2f}   '
               f'ours / decode only = {results[size_text]["ours_over_decode_only"]:.2f}   '
-              f'draft gain (ours / ours without draft) = {results[size_text]["draft_gain"]:.2f}')
+              f'draft gain (ours / ours without draft) = {results[size_text]["draft_gain"]:.2f}   '
+              f'torch resampling gain (ours / ours with Pillow resampling) = '
+              f'{results[size_text]["torch_resampling_gain"]:.2f}')
     return results
 
 
@@ -178,7 +181,7 @@ class Trainer:
     def epoch(self, loader, epoch=1):
         """One pass over `loader` with train_one_epoch; returns the number of images."""
         progress = train_one_epoch(self.model, self.teacher, self.criterion, self.optimizer, loader, self.device,
-                                   epoch, EpochProgress(), NeverStop(), skip_nonfinite=True, amp=self.args.amp,
+                                   epoch, EpochProgress(), StopSignals(), skip_nonfinite=True, amp=self.args.amp,
                                    channels_last=self.args.channels_last)
         return progress.step * self.args.bs
 

@@ -73,8 +73,9 @@ def select(opt):
         else:
             train_split, validation_split = split_by_classes(train_split, opt.tv_split_perc)
 
-    train_transform = make_transform(True, opt.augmentation, opt.image_size, draft=not opt.full_decode)
-    eval_transform = make_transform(False, opt.augmentation, opt.image_size, draft=not opt.full_decode)
+    pipeline = dict(draft=not opt.full_decode, pil_resampling=opt.pil_resampling)
+    train_transform = make_transform(True, opt.augmentation, opt.image_size, **pipeline)
+    eval_transform = make_transform(False, opt.augmentation, opt.image_size, **pipeline)
 
     def image_dataset(split, transform, split_name):
         return ImageDataset(split.samples, transform, f'{opt.dataset} {split_name}', split.class_names)

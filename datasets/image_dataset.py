@@ -20,21 +20,24 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError)
 WIDE_GRAYSCALE_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
 
 
-def load_rgb(path, prepare=None):
-    """Open `path` with PIL, decode it fully and return it as an RGB image.
-
-    prepare(image), when given, sees the opened image before its pixels are decoded (e.g. to ask for a
-    JPEG draft decode).
-    """
+def load_rgb(path):
+    """The image at `path`, decoded, as an RGB PIL image."""
     with Image.open(path) as image:
-        if prepare is not None:
-            prepare(image)
-        if image.mode == 'P':
-            # Palette images may carry transparency; going through RGBA keeps PIL from warning.
-            image = image.convert('RGBA')
-        if image.mode in WIDE_GRAYSCALE_MODES:
-            image = to_8_bit_grayscale(image)
-        return image.convert('RGB')
+        rgb = decoded_rgb(image)
+        return rgb.copy() if rgb is image else rgb  # closing `image` frees its pixels
+
+
+def decoded_rgb(image):
+    """An opened PIL image decoded as RGB: the image itself when it is RGB already, else an RGB copy."""
+    if image.mode == 'RGB':
+        image.load()
+        return image
+    if image.mode == 'P':
+        # Palette images may carry transparency; going through RGBA keeps PIL from warning.
+        image = image.convert('RGBA')
+    if image.mode in WIDE_GRAYSCALE_MODES:
+        image = to_8_bit_grayscale(image)
+    return image.convert('RGB')
 
 
 def to_8_bit_grayscale(image):
@@ -68,7 +71,7 @@ class ImageDataset(torch.utils.data.Dataset):
     that seed alone, so an augmented batch does not depend on worker processes or on resuming.
     A file that fails to decode later is replaced by another image of the same class.
     `transform` is a datasets.transforms.ImagePipeline (it sees the file before decoding), or any
-    callable on RGB PIL images.
+    callable from an RGB PIL image to a tensor (the image is closed afterwards).
     """
 
     def __init__(self, samples, transform, name, class_names=None):
@@ -125,12 +128,11 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def _load_transformed(self, path, augmentation_seed):
         """The transformed image of `path`, its random parameters drawn from `augmentation_seed` when given."""
-        with seeded_torch_rng(augmentation_seed):
+        with seeded_torch_rng(augmentation_seed), Image.open(path) as image:
             if not hasattr(self.transform, 'plan'):
-                return self.transform(load_rgb(path))
-            plans = []
-            image = load_rgb(path, prepare=lambda opened: plans.append(self.transform.plan(opened)))
-            return self.transform.apply(image, plans[-1])
+                return self.transform(decoded_rgb(image))
+            plan = self.transform.plan(image)  # before decoding: it may ask for a reduced decode
+            return self.transform.apply(decoded_rgb(image), plan)
 
     def _load_decodable(self, index, augmentation_seed):
         """The transformed image at `index`, or, when it does not decode, the next decodable one of its class."""

@@ -3,7 +3,9 @@
 A pipeline turns an image file into a uint8 tensor (3 x S x S) in the data-loading workers; the
 conversion to float and the ImageNet normalisation happen on the device, in `to_network_input`.
 The random parameters are torchvision's (RandomResizedCrop.get_params, RandomHorizontalFlip, ...),
-drawn from the torch RNG in the same order as a torchvision Compose would draw them.
+drawn from the torch RNG in the same order as a torchvision Compose would draw them. The crop is
+resized on the uint8 tensor by torch's antialiased bilinear kernel (within one grey level of
+Pillow's, about twice as fast), or by Pillow itself with `pil_resampling`.
 """
 import functools
 
@@ -11,6 +13,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as F
+from torchvision.transforms.v2 import functional as F2
 
 from utilities.errors import UserError
 
@@ -19,6 +22,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = ('base', 'adv', 'big', 'red')
 DRAFT_SCALES = (8, 4, 2)
 """JPEG DCT downscaling factors Pillow's `Image.draft` can decode at."""
+SAME_PIXELS_ON_TENSORS = (transforms.RandomHorizontalFlip, transforms.CenterCrop, transforms.RandomCrop)
+"""torchvision transforms that give a uint8 tensor exactly the pixels they give a PIL image. ColorJitter and
+RandomGrayscale round differently on tensors and amplify a one-level resampling difference, so `adv` keeps
+Pillow throughout."""
 
 
 def resize_size(image_size):
@@ -65,14 +72,17 @@ class ImagePipeline:
     Call `plan(image)` on the opened image before its pixels are decoded: it draws the box from the
     torch RNG and, with `draft`, asks a JPEG decoder for a DCT-downscaled decode when the box is at
     least twice the output size; then `apply(decoded_rgb_image, plan)`. Without a draft the box is
-    resized exactly as torchvision's resized_crop / resize do; with one, the box is mapped onto the
-    smaller decode. Calling the pipeline on a decoded PIL image does both steps (no draft then).
+    resized as torchvision's resized_crop / resize do, on the uint8 tensor, or with Pillow when
+    `pil_resampling` or when `rest` has a step outside SAME_PIXELS_ON_TENSORS; with a draft, Pillow resizes
+    the box mapped onto the smaller decode (its resize takes fractional boxes). Calling the pipeline on a
+    decoded PIL image does both steps (no draft then).
     """
 
-    def __init__(self, geometry, rest, draft=True):
+    def __init__(self, geometry, rest, draft=True, pil_resampling=False):
         self.geometry = geometry
         self.rest = transforms.Compose(rest)
         self.draft = draft
+        self.pil_resampling = pil_resampling or not all(isinstance(step, SAME_PIXELS_ON_TENSORS) for step in rest)
 
     def plan(self, image):
         """(box, output size, decode scale) for `image`, whose pixels may not be decoded yet."""
@@ -87,19 +97,24 @@ class ImagePipeline:
 
     def apply(self, image, plan):
         box, output_size, scale = plan
-        if scale == 1:
+        if scale > 1:
+            image = image.resize(output_size, Image.BILINEAR, box=tuple(c / scale for c in box))
+        elif self.pil_resampling:
             left, top, right, bottom = box
             image = F.resized_crop(image, top, left, bottom - top, right - left, [output_size[1], output_size[0]])
         else:
-            image = image.resize(output_size, Image.BILINEAR, box=tuple(c / scale for c in box))
-        # A 3 x H x W view of the H x W x 3 pixels: the DataLoader's collate makes the one transposing copy.
-        return F.pil_to_tensor(self.rest(image))
+            # Only the box's pixels leave Pillow. pil_to_tensor gives a 3 x H x W view of H x W x 3 pixels, the
+            # layout torch's fast uint8 kernel takes.
+            image = F2.resize(F.pil_to_tensor(image.crop(box)), [output_size[1], output_size[0]], antialias=True)
+        image = self.rest(image)
+        # Tensors here may be views of H x W x 3 pixels: the DataLoader's collate makes the one contiguous copy.
+        return image if isinstance(image, torch.Tensor) else F.pil_to_tensor(image)
 
     def __call__(self, image):
         return self.apply(image, (*self.geometry(image), 1))
 
 
-def make_transform(train, augmentation, image_size, draft=True):
+def make_transform(train, augmentation, image_size, draft=True, pil_resampling=False):
     """The ImagePipeline of an augmentation, as in the Revisiting-DML framework (output uint8, not normalised).
 
     With s = `image_size` and r = round(s * 256 / 224) (256 for s = 224):
@@ -107,7 +122,8 @@ def make_transform(train, augmentation, image_size, draft=True):
     - 'adv':  'base' plus RandomGrayscale(0.2) and ColorJitter(0.2, 0.2, 0.2, 0.2).
     - 'big':  like 'base' with crops of r instead of s (eval Resize(r) + CenterCrop(r)).
     - 'red':  reduced: train Resize(r) + RandomCrop(s) + HorizontalFlip; eval as 'base'.
-    The ImageNet mean/std normalisation follows on the device (`to_network_input`).
+    The ImageNet mean/std normalisation follows on the device (`to_network_input`). `draft` and
+    `pil_resampling`: see ImagePipeline.
     """
     if augmentation not in AUGMENTATIONS:
         raise UserError(f'unknown --augmentation {augmentation!r}; choose one of {", ".join(AUGMENTATIONS)}')
@@ -115,13 +131,13 @@ def make_transform(train, augmentation, image_size, draft=True):
     crop = resized if augmentation == 'big' else image_size
     flip = transforms.RandomHorizontalFlip(0.5)
     if not train:
-        return ImagePipeline(ResizeBox(resized), [transforms.CenterCrop(crop)], draft)
+        return ImagePipeline(ResizeBox(resized), [transforms.CenterCrop(crop)], draft, pil_resampling)
     if augmentation == 'red':
-        return ImagePipeline(ResizeBox(resized), [transforms.RandomCrop(crop), flip], draft)
+        return ImagePipeline(ResizeBox(resized), [transforms.RandomCrop(crop), flip], draft, pil_resampling)
     if augmentation == 'adv':
-        return ImagePipeline(RandomResizedCropBox(crop), [transforms.RandomGrayscale(0.2),
-                                                          transforms.ColorJitter(0.2, 0.2, 0.2, 0.2), flip], draft)
-    return ImagePipeline(RandomResizedCropBox(crop), [flip], draft)
+        colour = [transforms.RandomGrayscale(0.2), transforms.ColorJitter(0.2, 0.2, 0.2, 0.2)]
+        return ImagePipeline(RandomResizedCropBox(crop), colour + [flip], draft, pil_resampling)
+    return ImagePipeline(RandomResizedCropBox(crop), [flip], draft, pil_resampling)
 
 
 @functools.lru_cache(maxsize=None)

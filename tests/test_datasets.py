@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision import transforms as tv_transforms
 
 import datasets
+from benchmarks.photos import write_cub200_folder
 from datasets import digits
 from datasets.image_dataset import ImageDataset
 from datasets.image_folder import Split
@@ -24,7 +25,7 @@ def make_opt(**overrides):
     """The flags datasets.select reads, with small defaults."""
     values = dict(dataset='cub200', source_path=None, use_tv_split=False, tv_split_perc=0.8,
                   tv_split_by_samples=False, augmentation='base', image_size=16, seed=0,
-                  full_decode=False)
+                  full_decode=False, pil_resampling=False)
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -343,6 +344,21 @@ def test_augmentation_seed_fixes_the_random_transform(make_cub200):
     torch.random.set_rng_state(state)
     dataset[(2, 999)]
     assert torch.equal(torch.rand(3), expected_next), 'the global torch RNG must not be consumed'
+
+
+@pytest.mark.parametrize('pil_resampling', [False, True])
+def test_pil_resampling_flag_reaches_training_and_evaluation(tmp_path, pil_resampling):
+    root = str(write_cub200_folder(tmp_path / 'cub200', n_classes=4, per_class=2, size=(96, 72)))
+    selected = datasets.select(make_opt(source_path=root, image_size=32, full_decode=True,
+                                        pil_resampling=pil_resampling))
+    for name, train in (('training', True), ('testing', False)):
+        dataset = selected[name]
+        same = dataset.with_transform(make_transform(train, 'base', 32, draft=False, pil_resampling=pil_resampling))
+        other = dataset.with_transform(make_transform(train, 'base', 32, draft=False,
+                                                      pil_resampling=not pil_resampling))
+        item = (0, 7) if train else 0
+        assert torch.equal(dataset[item][1], same[item][1])
+        assert not torch.equal(dataset[item][1], other[item][1])
 
 
 # ---------------------------------------------------------------- transforms

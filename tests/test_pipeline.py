@@ -2,8 +2,9 @@
 
 Reference: load the RGB image, torch.manual_seed(seed), then the torchvision Compose of the augmentation
 (as the authors' code builds it) with ToTensor + Normalize. Ours: an ImageDataset item with the same seed,
-then to_network_input. Same random parameters, so without JPEG draft decoding the two agree to float
-rounding; with it, within resampling error.
+then to_network_input. Same random parameters, so with Pillow resampling and without JPEG draft decoding
+the two agree to float rounding; with torch's resampling within one grey level; with draft decoding
+within resampling error.
 """
 import math
 
@@ -42,9 +43,17 @@ def photos(tmp_path_factory):
     return [str(path) for path in write_photos(folder / 'large', 3, size=(480, 360), seed=3)]
 
 
-def pixel_errors(photos, train, augmentation, draft):
-    """(mean absolute difference, PSNR) per item, in 0-255 units, and the decode scales ours used."""
-    pipeline = make_transform(train, augmentation, SIZE, draft=draft)
+@pytest.fixture(scope='module')
+def small_photos(tmp_path_factory):
+    """Photos near the output size: crops are enlarged along one side or both."""
+    folder = tmp_path_factory.mktemp('photos')
+    return [str(path) for path in write_photos(folder / 'small', 3, size=(48, 36), seed=4)]
+
+
+def pixel_errors(photos, train, augmentation, draft, pil_resampling=False):
+    """(mean absolute difference, PSNR, largest absolute difference) per item, in 0-255 units, and the decode
+    scales ours used."""
+    pipeline = make_transform(train, augmentation, SIZE, draft=draft, pil_resampling=pil_resampling)
     scales, plan = [], pipeline.plan
 
     def recording_plan(image):
@@ -65,16 +74,33 @@ def pixel_errors(photos, train, augmentation, draft):
                 torch.manual_seed(seed)
             difference = (ours - reference(image)) * std * 255
             mse = difference.pow(2).mean().item()
-            errors.append((difference.abs().mean().item(), 10 * math.log10(255 ** 2 / mse) if mse else math.inf))
+            errors.append((difference.abs().mean().item(), 10 * math.log10(255 ** 2 / mse) if mse else math.inf,
+                           difference.abs().max().item()))
     return np.array(errors), scales
 
 
 @pytest.mark.parametrize('train, augmentation', [(True, 'base'), (True, 'adv'), (True, 'big'), (True, 'red'),
                                                  (False, 'base'), (False, 'big')])
-def test_without_draft_the_pipeline_gives_the_reference_images(photos, train, augmentation):
-    errors, scales = pixel_errors(photos, train, augmentation, draft=False)
+def test_with_pil_resampling_the_pipeline_gives_the_reference_images(photos, train, augmentation):
+    errors, scales = pixel_errors(photos, train, augmentation, draft=False, pil_resampling=True)
     assert set(scales) == {1}
     assert errors[:, 0].max() < 1e-3  # float rounding only: the same crops, flips and colour changes
+
+
+@pytest.mark.parametrize('train, augmentation', [(True, 'base'), (True, 'big'), (True, 'red'),
+                                                 (False, 'base'), (False, 'big')])
+def test_torch_resampling_stays_within_one_grey_level(photos, small_photos, train, augmentation):
+    errors, scales = pixel_errors(photos, train, augmentation, draft=False)
+    assert set(scales) == {1}
+    assert errors[:, 2].max() < 1.01 and errors[:, 0].mean() < 0.1
+    assert errors[:, 2].max() > 0.99, 'the test must exercise torch\'s resampling, not Pillow\'s'
+    enlarged, _ = pixel_errors(small_photos, train, augmentation, draft=False)
+    assert enlarged[:, 2].max() < 1.01 and enlarged[:, 0].mean() < 0.5
+
+
+def test_adv_keeps_pillow_resampling_for_its_colour_steps(photos):
+    errors, _ = pixel_errors(photos, True, 'adv', draft=False)
+    assert errors[:, 0].max() < 1e-3
 
 
 @pytest.mark.parametrize('train, augmentation', [(True, 'base'), (True, 'adv'), (True, 'big'), (True, 'red'),

@@ -153,17 +153,30 @@ def test_a_resumed_run_keeps_its_sampler(stored, expected):
 
     parser = parameters.build_parser()
     config = vars(parser.parse_args(['--n_epochs', '3']))
-    if stored is None:  # a checkpoint written before these flags existed: distinct classes, full-size decoding
-        del config['data_sampler'], config['full_decode']
+    if stored is None:  # written before these flags existed: distinct classes, full-size decoding, Pillow resizing
+        del config['data_sampler'], config['full_decode'], config['pil_resampling']
     else:
         config['data_sampler'] = stored
     argv = ['--resume', 'run', '--n_epochs', '5']
     resumed = options_for_resume(resumable(config), parser.parse_args(argv), parameters.explicit_flags(parser, argv),
                                  'run/last.pth')
     assert resumed.data_sampler == expected and resumed.n_epochs == 5
-    assert resumed.full_decode is (stored is None)
+    assert resumed.full_decode is (stored is None) and resumed.pil_resampling is (stored is None)
     other = 'class_random' if expected == 'class_distinct' else 'class_distinct'
     argv += ['--data_sampler', other]
     with pytest.raises(main.UserError, match='--data_sampler'):
         options_for_resume(resumable(config), parser.parse_args(argv), parameters.explicit_flags(parser, argv),
                            'run/last.pth')
+
+
+def test_a_run_saved_before_torch_resampling_resumes_with_pillow_resampling():
+    import parameters
+    from utilities.resume import options_for_resume
+
+    parser = parameters.build_parser()
+    config = vars(parser.parse_args(['--n_epochs', '3']))
+    del config['pil_resampling']
+    argv = ['--resume', 'run', '--n_epochs', '5']
+    resumed = options_for_resume(resumable(config), parser.parse_args(argv), parameters.explicit_flags(parser, argv),
+                                 'run/last.pth')
+    assert resumed.pil_resampling is True and resumed.full_decode is False

@@ -15,7 +15,7 @@ OVERRIDABLE = {'resume', 'dry_run', 'source_path', 'kernels', 'gpu', 'evaluate_o
                'evaluate_every'}
 
 # What runs saved before a flag existed did; a flag missing here takes today's default.
-BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct', 'full_decode': True}
+BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct', 'full_decode': True, 'pil_resampling': True}
 
 
 def training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id):

@@ -64,8 +64,10 @@ def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch,
             images = to_network_input(images, device, channels_last)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                embeddings = model(images)
+                # The teacher first: its activations are freed before the student's, kept for backward, take memory
+                # (on a CPU the other order makes the step about 15 % slower).
                 teacher_embeddings = teacher_forward(teacher, images) if with_teacher else None
+                embeddings = model(images)
             embeddings, labels, teacher_embeddings = distributed.gather_batch(embeddings, labels, teacher_embeddings)
             loss = criterion(embeddings, labels, teacher_batch=teacher_embeddings, epoch=epoch)
             # Every rank computes this from the same gathered batch, so all ranks take the same decision.
