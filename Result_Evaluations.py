@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from utilities.errors import UserError, exit_with
+from utilities.errors import UserError, exit_code
 from utilities.files import atomic_write_text
 from utilities.plots import plot_result_bars
 from utilities.result_table import (csv_text, find_runs, group_runs, markdown_table, read_run, result_rows,
@@ -60,7 +60,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except UserError as error:
-        exit_with(error)
+    sys.exit(exit_code(main))

@@ -17,7 +17,7 @@ import evaluation
 import parameters
 from evaluation.figures import save_retrieval_grid, tsne_map
 from utilities.checkpoint import load_checkpoint_into, read_checkpoint
-from utilities.errors import UserError, exit_with
+from utilities.errors import UserError, exit_code
 from utilities.files import atomic_write_json
 from utilities.logs import setup_logging
 from utilities.runtime import select_device
@@ -128,7 +128,4 @@ def print_results(results, metric_names):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except UserError as error:
-        exit_with(error)
+    sys.exit(exit_code(main))

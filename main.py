@@ -21,7 +21,7 @@ import parameters
 from utilities import distributed
 from evaluation.figures import save_retrieval_grid
 from utilities.checkpoint import plain_config, read_checkpoint, save_checkpoint
-from utilities.errors import UserError, exit_with
+from utilities.errors import UserError, exit_code
 from utilities.files import FileWriteError
 from utilities.logs import epoch_line, setup_logging
 from utilities.online_log import OnlineLog
@@ -232,9 +232,6 @@ def save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summ
 
 
 if __name__ == '__main__':
-    try:
-        code = main()
-    except UserError as error:
-        exit_with(error)
+    code = exit_code(main)
     distributed.teardown()
     sys.exit(code)

@@ -284,3 +284,46 @@ def test_run_files_follow_the_umask(cub, tmp_path, umask):
     assert {'summary.json', 'last.pth', 'curves.png', 'log.txt', 'metrics.csv'} <= set(os.listdir(folder))
     for path in written:
         assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, path
+
+
+CRASH_AT_SECOND_STEP = '''
+import runpy, sys
+sys.path.insert(0, {root!r})
+import utilities.training as training
+steps = []
+checked = training.step_is_nonfinite
+def failing(loss, embeddings):
+    steps.append(1)
+    if len(steps) == 2:
+        raise RuntimeError('a bug at the second step')
+    return checked(loss, embeddings)
+training.step_is_nonfinite = failing
+sys.argv = ['main.py'] + {argv!r}
+runpy.run_path({main!r}, run_name='__main__')
+'''
+
+
+def test_a_bug_during_training_with_workers_exits_with_its_traceback_instead_of_hanging(cub, tmp_path):
+    # Workers ignore SIGTERM (to outlive a cluster's); an uncaught exception used to leave them running and the
+    # process waiting for them at exit for ever.
+    argv = tiny_run_flags(str(cub), str(tmp_path), **{'--kernels': 1})
+    script = CRASH_AT_SECOND_STEP.format(root=ROOT, argv=argv, main=os.path.join(ROOT, 'main.py'))
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=180,
+                            env={**os.environ, 'WANDB_MODE': 'disabled'})
+    assert result.returncode == 1
+    assert 'Traceback' in result.stderr and result.stderr.rstrip().endswith('RuntimeError: a bug at the second step')
+
+
+@pytest.mark.parametrize('raised, code, stderr', [
+    (None, 0, ''), (UserError('bad\n flag'), 2, 'error: bad flag\n'), (RuntimeError('bug'), 1, 'RuntimeError: bug'),
+    (KeyboardInterrupt(), 130, 'KeyboardInterrupt')])
+def test_exit_code_of_a_script(raised, code, stderr, capsys):
+    from utilities.errors import exit_code
+
+    def main():
+        if raised is not None:
+            raise raised
+        return 0
+
+    assert exit_code(main) == code
+    assert capsys.readouterr().err.rstrip('\n').endswith(stderr.rstrip('\n'))
