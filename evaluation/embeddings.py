@@ -4,6 +4,7 @@ import torch
 from tqdm import tqdm
 
 from datasets.transforms import to_network_input
+from utilities import distributed
 
 AMP_NOTE = ('--amp: test images are embedded in bfloat16; metrics may differ from a float32 evaluation '
             'in the third decimal')
@@ -28,7 +29,8 @@ def extract_embeddings(model, loader, device, amp=False):
     features, labels = [], []
     try:
         with torch.inference_mode(), embedding_autocast(device.type, amp):
-            for batch_labels, images, _ in tqdm(loader, desc='Embedding', leave=False, disable=None):
+            bars = None if distributed.is_main() else True  # None: shown on a terminal; under torchrun rank 0 only
+            for batch_labels, images, _ in tqdm(loader, desc='Embedding', leave=False, disable=bars):
                 output = model(to_network_input(images, device))
                 embeddings = output[0] if isinstance(output, (tuple, list)) else output
                 features.append(embeddings.float().cpu())

@@ -11,6 +11,7 @@ import torch
 
 from runs import ROOT, read_summary, run_main, tiny_run_flags
 from utilities import distributed
+from utilities.stop_signals import StopSignals
 
 WORKER = os.path.join(ROOT, 'tests', 'distributed_worker.py')
 
@@ -60,6 +61,34 @@ def test_sharded_evaluation_gathers_every_sample_once_in_order(tmp_path):
     gathered = np.load(out)
     np.testing.assert_array_equal(gathered['indices'], np.arange(7))
     np.testing.assert_array_equal(gathered['features'], np.stack([np.arange(7) * 10.0, np.arange(7) * 10.0 + 1], 1))
+
+
+@pytest.mark.parametrize('main_process', [True, False])
+def test_progress_bars_only_on_the_main_process(main_process, monkeypatch):
+    import evaluation.embeddings
+    import utilities.training
+
+    from tqdm import tqdm
+
+    shown = []
+
+    def recording_tqdm(iterable, disable=None, **kwargs):
+        shown.append(disable is None)  # None: tqdm shows the bar on a terminal
+        return tqdm(iterable, disable=disable, **kwargs)
+
+    monkeypatch.setattr(distributed, 'is_main', lambda: main_process)
+    for module in (evaluation.embeddings, utilities.training):
+        monkeypatch.setattr(module, 'tqdm', recording_tqdm)
+    model = torch.nn.Linear(3 * 2 * 2, 4)
+    network = torch.nn.Sequential(torch.nn.Flatten(), model)
+    batch = (torch.tensor([0, 1]), torch.zeros(2, 3, 2, 2, dtype=torch.uint8), torch.arange(2))
+    evaluation.embeddings.extract_embeddings(network, [batch], 'cpu')
+    criterion = lambda embeddings, labels, **kwargs: embeddings.square().mean()  # noqa: E731
+    criterion.needs_teacher, criterion.terms = (lambda epoch: False), {}
+    utilities.training.train_one_epoch(network, None, criterion, torch.optim.SGD(model.parameters(), lr=0.1),
+                                       [batch], torch.device('cpu'), 0, utilities.training.EpochProgress(),
+                                       StopSignals(), skip_nonfinite=False)
+    assert shown == [main_process, main_process]
 
 
 def test_shards_cover_a_dataset_once():

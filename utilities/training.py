@@ -58,7 +58,7 @@ def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch,
     tally = DeviceTally(progress, device)
     started = time.perf_counter()
     batches = tqdm(loader, desc=f'epoch {epoch}', initial=progress.step, total=progress.step + len(loader),
-                   leave=False, disable=None)
+                   leave=False, disable=None if distributed.is_main() else True)  # under torchrun rank 0 only
     try:
         for labels, images, _ in batches:
             images = to_network_input(images, device, channels_last)
