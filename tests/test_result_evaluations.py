@@ -1,6 +1,7 @@
 """Result_Evaluations.py on fake run folders: seeds grouped into settings, mean and sample std, skipped runs."""
 import csv
 import json
+import os
 import statistics
 
 import numpy as np
@@ -94,6 +95,16 @@ def test_settings_without_group_are_named_by_the_flags_that_differ(tmp_path):
         write_run(tmp_path / f'b{seed}', {'seed': seed, 'kd_lambda': 10.0, 'kernels': 4}, [(0.7, 0.3)], n_epochs=1)
     runs = [read_run(folder) for folder in find_runs([str(tmp_path)])]
     assert [(name, len(runs)) for name, runs in group_runs(runs)] == [('kd_lambda=10.0', 2), ('kd_lambda=75.0', 2)]
+
+
+def test_a_run_saved_before_a_flag_existed_groups_with_runs_that_compute_the_same(tmp_path):
+    now_explicit = {'data_sampler': 'class_distinct', 'full_decode': True, 'compile': False}
+    write_run(tmp_path / 'old', {'seed': 0}, [(0.5, 0.3)], n_epochs=1)  # before these flags: Pillow resampling
+    write_run(tmp_path / 'pillow', {'seed': 1, 'pil_resampling': True, **now_explicit}, [(0.6, 0.3)], n_epochs=1)
+    write_run(tmp_path / 'torch', {'seed': 2, 'pil_resampling': False, **now_explicit}, [(0.7, 0.3)], n_epochs=1)
+    runs = [read_run(folder) for folder in find_runs([str(tmp_path)])]
+    grouped = [(name, sorted(os.path.basename(run['folder']) for run in runs)) for name, runs in group_runs(runs)]
+    assert grouped == [('pil_resampling=False', ['torch']), ('pil_resampling=True', ['old', 'pillow'])]
 
 
 def test_seed_suffixes():

@@ -8,7 +8,9 @@ import os
 import re
 import statistics
 
+import parameters
 from utilities.errors import UserError
+from utilities.resume import with_missing_flags
 from utilities.run_folder import CONFIG_FILE
 
 SUMMARY_FILE = 'summary.json'
@@ -53,6 +55,9 @@ def read_json(path):
 def read_run(folder, at_epoch='best'):
     """{'folder', 'config', 'values': {metric: value}} of a finished run, or {'folder', 'skipped': why}.
 
+    The config of a run saved before a flag existed gets the value that run had (as when it is resumed), so it
+    is a seed of the same setting as a new run that computes the same.
+
     at_epoch 'best': each metric's own best epoch (the highest value, as the original framework's tables);
     'last': the last epoch's values.
     """
@@ -68,6 +73,7 @@ def read_run(folder, at_epoch='best'):
     n_epochs = config.get('n_epochs')
     if isinstance(n_epochs, int) and len(history) < n_epochs:
         return {'folder': folder, 'skipped': f'in progress or stopped: {len(history)} of {n_epochs} epochs'}
+    config = with_missing_flags(config, vars(parameters.build_parser().parse_args([])))
     metric_names = [name for name in history[-1] if is_metric(name, config)]
     if at_epoch == 'last':
         values = {name: history[-1][name] for name in metric_names}

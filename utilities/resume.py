@@ -18,6 +18,12 @@ OVERRIDABLE = {'resume', 'dry_run', 'source_path', 'kernels', 'gpu', 'evaluate_o
 BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct', 'full_decode': True, 'pil_resampling': True}
 
 
+def with_missing_flags(config, defaults):
+    """A run's flags (`config`) completed with the flags it predates: what runs did before the flag existed, else
+    the flag's value in `defaults`."""
+    return {**{name: BEFORE_FLAG_EXISTED.get(name, value) for name, value in defaults.items()}, **config}
+
+
 def training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id):
     """Everything beyond the student's weights that continuing at (epoch, progress.step) needs."""
     state = {'epoch': epoch, 'progress': progress.state_dict(), 'criterion': criterion.state_dict(),
@@ -33,9 +39,7 @@ def options_for_resume(checkpoint, opt, explicit, path):
     if 'training_state' not in checkpoint or 'config' not in checkpoint:
         raise UserError(f'{path} is not a resumable checkpoint (it has no training state); resume from a run '
                         f'folder or its last.pth')
-    config = dict(checkpoint['config'])
-    for name, value in vars(opt).items():
-        config.setdefault(name, BEFORE_FLAG_EXISTED.get(name, value))
+    config = with_missing_flags(checkpoint['config'], vars(opt))
     for name in sorted(explicit - OVERRIDABLE):
         if config[name] != getattr(opt, name):
             raise UserError(f'--{name} {getattr(opt, name)} differs from the resumed run ({config[name]}); resume '
