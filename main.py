@@ -27,7 +27,7 @@ from utilities.logs import epoch_line, setup_logging
 from utilities.online_log import OnlineLog
 from utilities.optimization import build_optimizer, build_scheduler
 from utilities.plots import plot_history
-from utilities.resume import options_for_resume, restore_training_state, training_state
+from utilities.resume import TrainingState, options_for_resume
 from utilities.run_folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint_note, new_run_folder,
                                   resume_checkpoint)
 from utilities.run_lock import claim_run_folder
@@ -73,7 +73,8 @@ def main(argv=None):
     optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay,
                                 fused=device.type == 'cuda')
     scheduler = build_scheduler(optimizer, milestones=opt.tau, gamma=opt.gamma)
-    summary = RunSummary(opt.storage_metrics, config=plain_config(opt))
+    run = TrainingState(model, teacher, criterion, optimizer, scheduler,
+                        RunSummary(opt.storage_metrics, config=plain_config(opt)))
     folder = os.path.dirname(os.path.abspath(resume_path)) if resumed else distributed.on_main(
         new_run_folder, opt.save_path, opt.dataset, run_name(opt))
     lock = claim_run_folder(folder) if distributed.is_main() else None
@@ -82,19 +83,18 @@ def main(argv=None):
                            data)
     if distributed.is_main():
         try:
-            record_start(folder, summary.config, session)
+            record_start(folder, run.summary.config, session)
         except FileWriteError as error:
             lock.release()
             raise write_failed(error, folder) from None
     report_left_out(data)
     start_epoch, progress = 0, EpochProgress()
     if resumed:
-        start_epoch, progress, summary, online_id = restore_training_state(
-            resumed, model, teacher, criterion, optimizer, scheduler, opt.storage_metrics)
+        start_epoch, progress, online_id = run.restore(resumed)
         logger.info('resuming %s at epoch %d, step %d', folder, start_epoch, progress.step)
-    summary.sessions.append(session)
+    run.summary.sessions.append(session)
     online = OnlineLog(opt.log_online and distributed.is_main(), opt.project, opt.group, os.path.basename(folder),
-                       summary.config, folder, run_id=resumed and online_id)
+                       run.summary.config, folder, run_id=resumed and online_id)
     logger.info('run folder %s | %d training images of %d classes | %s on %s | batches: %s', folder,
                 len(data['training']), opt.n_classes, opt.arch, device, datasampler.DRAWS[opt.data_sampler])
     if opt.amp:
@@ -111,8 +111,7 @@ def main(argv=None):
                     raise UserError(f'{error}; {last_checkpoint_note(folder)}; lower --lr, or pass '
                                     f'--skip_nonfinite to skip such batches') from None
                 if stop.requested:  # all wait for rank 0 to save: torchrun ends the others when one exits non-zero
-                    distributed.on_main(save_resumable, folder, model, teacher, criterion, optimizer, scheduler,
-                                        summary, epoch, progress, online.run_id)
+                    distributed.on_main(run.save, os.path.join(folder, LAST_CHECKPOINT), epoch, progress, online.run_id)
                     return report_stop(stop, folder)
                 rates = {'lr': optimizer.param_groups[0]['lr'], 'kd_weight': criterion.kd_weight(epoch)}
                 scheduler.step()
@@ -121,16 +120,15 @@ def main(argv=None):
                 evaluated = (epoch + 1) % opt.evaluate_every == 0 or epoch + 1 == opt.n_epochs
                 metrics, test_embeddings = evaluate(model, eval_loaders, device, opt) if evaluated else ({}, None)
                 entry = {'epoch': epoch, **progress.averages(), **rates, **metrics}
-                summary.add_epoch(entry)
+                run.summary.add_epoch(entry)
                 progress = EpochProgress()
                 if distributed.is_main():
-                    pictures = save_best(folder, model, summary, opt.storage_metrics, entry, test_embeddings,
+                    pictures = save_best(folder, model, run.summary, opt.storage_metrics, entry, test_embeddings,
                                          data['testing'])
-                    save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch + 1,
-                                   progress, online.run_id)
-                    summary.save(folder)
-                    pictures.append(plot_history(summary.history, opt.evaluation_metrics, folder,
-                                                 summary.best_epochs()))
+                    run.save(os.path.join(folder, LAST_CHECKPOINT), epoch + 1, progress, online.run_id)
+                    run.summary.save(folder)
+                    pictures.append(plot_history(run.summary.history, opt.evaluation_metrics, folder,
+                                                 run.summary.best_epochs()))
                     online.log(entry, pictures)
                 logger.info(epoch_line(entry))
                 if stop.agree() and epoch + 1 < opt.n_epochs:
@@ -143,7 +141,7 @@ def main(argv=None):
             online.finish()
             if lock is not None:
                 lock.release()
-    logger.info('done: best %s', json.dumps(summary.to_dict()['best']))
+    logger.info('done: best %s', json.dumps(run.summary.to_dict()['best']))
     return 0
 
 
@@ -223,12 +221,6 @@ def save_best(folder, model, summary, storage_metrics, entry, test_embeddings, t
                 pictures.append(save_retrieval_grid(os.path.join(folder, 'retrieval.png'), *test_embeddings,
                                                     test_set.paths, test_set.class_names))
     return pictures
-
-
-def save_resumable(folder, model, teacher, criterion, optimizer, scheduler, summary, epoch, progress, online_id):
-    state = training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id)
-    metrics = summary.history[-1] if summary.history else {}
-    save_checkpoint(os.path.join(folder, LAST_CHECKPOINT), model, summary.config, epoch, metrics, state)
 
 
 if __name__ == '__main__':

@@ -180,3 +180,42 @@ def test_a_run_saved_before_torch_resampling_resumes_with_pillow_resampling():
     resumed = options_for_resume(resumable(config), parser.parse_args(argv), parameters.explicit_flags(parser, argv),
                                  'run/last.pth')
     assert resumed.pil_resampling is True and resumed.full_decode is False
+
+
+def small_training_state(seed):
+    from utilities.resume import TrainingState
+    from utilities.summary import RunSummary
+    from utilities.teacher import make_teacher
+
+    torch.manual_seed(seed)
+    model, criterion = torch.nn.Linear(4, 3), torch.nn.Linear(1, 1)
+    optimizer = torch.optim.Adam([*model.parameters(), *criterion.parameters()], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[1], gamma=0.5)
+    return TrainingState(model, make_teacher(model), criterion, optimizer, scheduler,
+                         RunSummary(['e_recall@1'], config={'seed': seed}))
+
+
+@pytest.mark.parametrize('step', [0, 3])
+def test_training_state_saves_and_restores_everything(tmp_path, step):
+    from utilities.checkpoint import read_checkpoint
+    from utilities.training import EpochProgress
+
+    saved = small_training_state(seed=1)
+    saved.model(torch.randn(2, 4)).sum().backward()
+    saved.optimizer.step()
+    saved.scheduler.step()
+    with torch.no_grad():
+        saved.teacher.weight.add_(1.0)  # mid-epoch the teacher is the last epoch's student
+    saved.summary.add_epoch({'epoch': 0, 'loss': 1.0, 'e_recall@1': 0.5})
+    saved.save(tmp_path / 'last.pth', 1, EpochProgress(step=step), 'wandb-id')
+    after_save = torch.rand(3)
+
+    restored = small_training_state(seed=2)
+    epoch, progress, online_id = restored.restore(read_checkpoint(tmp_path / 'last.pth'))
+    assert (epoch, progress.step, online_id) == (1, step, 'wandb-id')
+    assert torch.equal(torch.rand(3), after_save), 'the RNGs continue where the saved run was'
+    for name in ('model', 'criterion', 'optimizer', 'scheduler'):
+        assert str(getattr(restored, name).state_dict()) == str(getattr(saved, name).state_dict()), name
+    expected_teacher = saved.teacher if step else saved.model  # at an epoch's end the teacher equals the student
+    assert torch.equal(restored.teacher.weight, expected_teacher.weight)
+    assert restored.summary.history == saved.summary.history and restored.summary.config == {'seed': 1}

@@ -1,7 +1,11 @@
 """What a resumable checkpoint holds beyond the weights, and how a run continues from it."""
 import argparse
 import logging
+from dataclasses import dataclass
 
+import torch
+
+from utilities.checkpoint import save_checkpoint
 from utilities.errors import UserError
 from utilities.runtime import rng_states, set_rng_states
 from utilities.summary import RunSummary
@@ -24,14 +28,38 @@ def with_missing_flags(config, defaults):
     return {**{name: BEFORE_FLAG_EXISTED.get(name, value) for name, value in defaults.items()}, **config}
 
 
-def training_state(epoch, progress, teacher, criterion, optimizer, scheduler, summary, online_id):
-    """Everything beyond the student's weights that continuing at (epoch, progress.step) needs."""
-    state = {'epoch': epoch, 'progress': progress.state_dict(), 'criterion': criterion.state_dict(),
-             'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(), 'rng': rng_states(),
-             'summary': summary.to_dict(), 'online_run_id': online_id}
-    if progress.step:  # mid-epoch the teacher differs from the student (at an epoch's end it equals it)
-        state['teacher'] = teacher.state_dict()
-    return state
+@dataclass
+class TrainingState:
+    """What a run trains and keeps, saved and restored together: the student, its teacher, the loss (with its
+    parameters), optimizer, scheduler and the run's summary."""
+    model: torch.nn.Module
+    teacher: torch.nn.Module
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    summary: RunSummary
+
+    def save(self, path, epoch, progress, online_id):
+        """A resumable checkpoint: the weights, and all that continuing at (epoch, progress.step) needs."""
+        state = {'epoch': epoch, 'progress': progress.state_dict(), 'criterion': self.criterion.state_dict(),
+                 'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
+                 'rng': rng_states(), 'summary': self.summary.to_dict(), 'online_run_id': online_id}
+        if progress.step:  # mid-epoch the teacher differs from the student (at an epoch's end it equals it)
+            state['teacher'] = self.teacher.state_dict()
+        metrics = self.summary.history[-1] if self.summary.history else {}
+        save_checkpoint(path, self.model, self.summary.config, epoch, metrics, state)
+
+    def restore(self, checkpoint):
+        """Load a resumable checkpoint into everything (and the RNGs); returns (epoch, progress, online run id)."""
+        state = checkpoint['training_state']
+        self.model.load_state_dict(checkpoint['state_dict'])
+        self.teacher.load_state_dict(state.get('teacher', checkpoint['state_dict']))
+        self.criterion.load_state_dict(state['criterion'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.scheduler.load_state_dict(state['scheduler'])
+        set_rng_states(state['rng'])
+        self.summary = RunSummary.from_dict(state['summary'], self.summary.metric_names)
+        return state['epoch'], EpochProgress(**state['progress']), state['online_run_id']
 
 
 def options_for_resume(checkpoint, opt, explicit, path):
@@ -51,16 +79,3 @@ def options_for_resume(checkpoint, opt, explicit, path):
         raise UserError(f'{path}: the run already finished its {config["n_epochs"]} epochs; pass a larger --n_epochs '
                         f'to train on')
     return argparse.Namespace(**config)
-
-
-def restore_training_state(checkpoint, model, teacher, criterion, optimizer, scheduler, metric_names):
-    """Load weights and training state; returns (epoch, progress, summary, online run id)."""
-    state = checkpoint['training_state']
-    model.load_state_dict(checkpoint['state_dict'])
-    teacher.load_state_dict(state.get('teacher', checkpoint['state_dict']))
-    criterion.load_state_dict(state['criterion'])
-    optimizer.load_state_dict(state['optimizer'])
-    scheduler.load_state_dict(state['scheduler'])
-    set_rng_states(state['rng'])
-    summary = RunSummary.from_dict(state['summary'], metric_names)
-    return state['epoch'], EpochProgress(**state['progress']), summary, state['online_run_id']
