@@ -1,5 +1,6 @@
 """From run folders to a paper's table: find runs, group the seeds of one setting, mean ± sample std per metric."""
 import csv
+import functools
 import glob
 import io
 import json
@@ -73,13 +74,19 @@ def read_run(folder, at_epoch='best'):
     n_epochs = config.get('n_epochs')
     if isinstance(n_epochs, int) and len(history) < n_epochs:
         return {'folder': folder, 'skipped': f'in progress or stopped: {len(history)} of {n_epochs} epochs'}
-    config = with_missing_flags(config, vars(parameters.build_parser().parse_args([])))
+    config = with_missing_flags(config, flag_defaults())
     metric_names = [name for name in history[-1] if is_metric(name, config)]
     if at_epoch == 'last':
         values = {name: history[-1][name] for name in metric_names}
     else:
         values = {name: max(entry[name] for entry in history if name in entry) for name in metric_names}
     return {'folder': folder, 'config': config, 'values': values}
+
+
+@functools.cache
+def flag_defaults():
+    """main.py's flags and their defaults (built once, not per run folder)."""
+    return vars(parameters.build_parser().parse_args([]))
 
 
 def is_metric(name, config):
