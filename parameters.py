@@ -51,7 +51,9 @@ def build_parser(prog=None):
 
 
 def add_data_flags(group):
-    group.add_argument('--dataset', default='cub200', help='cub200, cars196, online_products or digits (built in).')
+    from datasets import DATASETS
+
+    group.add_argument('--dataset', default='cub200', help=f'One of {", ".join(DATASETS)} (digits is built in).')
     group.add_argument('--source_path', default=None, type=os.path.expanduser,
                        help='Dataset folder, or its parent (e.g. --source $datapath/cub200). Digits: a cache folder.')
     group.add_argument('--kernels', type=int, default=6, help='Data-loading worker processes.')
@@ -175,7 +177,7 @@ def explicit_flags(parser, argv):
 
 def apply_dataset_defaults(opt, explicit):
     """Fill dataset-specific defaults the user did not set; return {flag: value} of those applied."""
-    from evaluation import default_metrics
+    from datasets import default_metrics
 
     applied = {}
     if opt.dataset == 'digits':
@@ -196,8 +198,7 @@ def validate(opt):
     from evaluation import validate_metric_names
     from utilities.run_folder import check_run_name
 
-    if opt.dataset not in datasets.DATASETS:
-        raise UserError(f'unknown --dataset {opt.dataset!r}; choose one of {", ".join(datasets.DATASETS)}')
+    datasets.check_dataset_name(opt.dataset)
     if opt.loss not in criteria.LOSSES:
         raise UserError(f'unknown --loss {opt.loss!r}; choose one of {", ".join(criteria.LOSSES)}')
     architectures.parse_arch(opt.arch)

@@ -1,4 +1,16 @@
-"""Datasets registry: the built-in datasets and `select(opt)`, which builds the splits of one."""
+"""Datasets registry: the built-in datasets and `select(opt)`, which builds the splits of one.
+
+Each dataset is one module in this package, listed in MODULES, that describes itself:
+- NAME: the --dataset value; DOWNLOAD_PAGE: where to get it (None when built in);
+- DEFAULT_METRICS: the metrics reported where --evaluation_metrics is not given;
+- PUBLISHED_SIZES: {split: (images, classes)} of the published archive, checked at every run (None: unchecked);
+- ROOT_MARKER: a path inside the dataset folder that identifies it in --source (the folder or its parent),
+  or a function `resolve_root(source_path)` that finds the folder itself;
+- OPTIONS (optional): names of `opt` attributes that `load_splits` takes as keyword arguments;
+- load_splits(root, **options): {'training': Split, 'testing': Split} for leave-one-out evaluation, or
+  {'training': Split, 'query': Split, 'gallery': Split} for query/gallery retrieval, where query and gallery
+  share one labelling.
+"""
 import os
 
 from datasets import cars196, cub200, digits, online_products
@@ -7,54 +19,50 @@ from datasets.transforms import make_transform
 from datasets.validation_split import split_by_classes, split_by_samples
 from utilities.errors import UserError
 
-DATASETS = ('cub200', 'cars196', 'online_products', 'digits')
+MODULES = {module.NAME: module for module in (cub200, cars196, online_products, digits)}
+DATASETS = tuple(MODULES)
 
-SPLIT_LOADERS = {
-    'cub200': cub200.load_splits,
-    'cars196': cars196.load_splits,
-    'online_products': online_products.load_splits,
-    'digits': digits.load_splits,
-}
 
-DOWNLOAD_PAGES = {
-    'cub200': 'https://www.vision.caltech.edu/datasets/cub_200_2011/',
-    'cars196': 'https://ai.stanford.edu/~jkrause/cars/car_dataset.html',
-    'online_products': 'https://cvgl.stanford.edu/projects/lifted_struct/',
-}
+def module_of(dataset):
+    """The module of `dataset`, or a UserError listing the known ones."""
+    if dataset not in MODULES:
+        raise UserError(f'unknown --dataset {dataset!r}; choose one of {", ".join(DATASETS)}')
+    return MODULES[dataset]
 
 
 def check_dataset_name(dataset):
-    if dataset not in DATASETS:
-        raise UserError(f'unknown --dataset {dataset!r}; choose one of {", ".join(DATASETS)}')
+    module_of(dataset)
 
 
-def resolve_digits_root(source_path):
-    """The digits folder: the default cache without --source, else --source itself when it holds
-    the export or is named 'digits', else `<source>/digits` (exported there on first use)."""
-    if source_path is None:
-        return digits.default_root()
-    source_path = os.path.expanduser(source_path)
-    if os.path.isdir(os.path.join(source_path, 'images')) or os.path.basename(os.path.normpath(source_path)) == 'digits':
-        return source_path
-    return os.path.join(source_path, 'digits')
+def default_metrics(dataset):
+    """The metrics reported for `dataset` where --evaluation_metrics is not given."""
+    return list(module_of(dataset).DEFAULT_METRICS)
 
 
 def resolve_root(dataset, source_path):
-    """The folder of `dataset`: `source_path` itself or `source_path/<dataset>`, whichever holds an
-    `images` folder; a UserError naming the paths tried and the download page otherwise."""
-    check_dataset_name(dataset)
-    if dataset == 'digits':
-        return resolve_digits_root(source_path)
+    """The folder of `dataset`: `source_path` itself or `source_path/<dataset>`, whichever holds the dataset's
+    ROOT_MARKER; a UserError naming the paths tried and the download page otherwise."""
+    module = module_of(dataset)
+    if hasattr(module, 'resolve_root'):
+        return module.resolve_root(source_path)
     if source_path is None:
         raise UserError(f'--source is required for --dataset {dataset}: the folder of the dataset '
-                        f'(download it from {DOWNLOAD_PAGES[dataset]})')
+                        f'(download it from {module.DOWNLOAD_PAGE})')
     source_path = os.path.expanduser(source_path)
     candidates = [source_path, os.path.join(source_path, dataset)]
     for candidate in candidates:
-        if os.path.isdir(os.path.join(candidate, 'images')):
+        if os.path.exists(os.path.join(candidate, module.ROOT_MARKER)):
             return candidate
-    raise UserError(f'cannot find the {dataset} dataset: neither {" nor ".join(candidates)} holds an '
-                    f'"images" folder; download it from {DOWNLOAD_PAGES[dataset]} and pass its folder as --source')
+    raise UserError(f'cannot find the {dataset} dataset: neither {" nor ".join(candidates)} holds '
+                    f'"{module.ROOT_MARKER}"; download it from {module.DOWNLOAD_PAGE} and pass its folder as --source')
+
+
+def load_splits(opt):
+    """The dataset folder of `opt.dataset` and the Splits its files list (no image is opened)."""
+    module = module_of(opt.dataset)
+    root = resolve_root(opt.dataset, opt.source_path)
+    options = {name: getattr(opt, name) for name in getattr(module, 'OPTIONS', ())}
+    return root, module.load_splits(root, **options)
 
 
 def select(opt):
@@ -64,8 +72,7 @@ def select(opt):
     unless `opt.use_tv_split` carves it out of the training split (by classes as the authors, or by
     samples with `opt.tv_split_by_samples`), keeping the fraction `opt.tv_split_perc` for training.
     """
-    root = resolve_root(opt.dataset, opt.source_path)
-    splits = SPLIT_LOADERS[opt.dataset](root)
+    _, splits = load_splits(opt)
     train_split, validation_split = splits['training'], None
     if opt.use_tv_split:
         if opt.tv_split_by_samples:

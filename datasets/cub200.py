@@ -5,6 +5,13 @@ import re
 from datasets.image_folder import images_folder, list_class_folders, split_classes_in_half
 from utilities.errors import UserError
 
+NAME = 'cub200'
+DOWNLOAD_PAGE = 'https://www.vision.caltech.edu/datasets/cub_200_2011/'
+ROOT_MARKER = 'images'
+DEFAULT_METRICS = ('e_recall@1', 'e_recall@2', 'e_recall@4', 'e_recall@8', 'nmi', 'f1', 'mAP@R')
+PUBLISHED_SIZES = {'training': (5864, 100), 'testing': (5924, 100)}
+"""(images, classes) of each split of the published archive."""
+
 CLASS_FOLDER = re.compile(r'^(\d+)\.(.+)$')
 
 

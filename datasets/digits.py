@@ -12,6 +12,11 @@ from utilities.errors import UserError
 
 logger = logging.getLogger(__name__)
 
+NAME = 'digits'
+DOWNLOAD_PAGE = None  # built in
+DEFAULT_METRICS = cub200.DEFAULT_METRICS
+PUBLISHED_SIZES = None
+
 N_DIGITS = 10
 N_IMAGES = 1797  # the size of sklearn.datasets.load_digits()
 EXPORT_SIZE = 32  # the 8x8 images are enlarged (nearest neighbour) so they can be looked at
@@ -21,6 +26,18 @@ def default_root():
     """`$XDG_CACHE_HOME/obd_sd/digits` (`~/.cache/obd_sd/digits` without XDG_CACHE_HOME)."""
     cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     return os.path.join(cache, 'obd_sd', 'digits')
+
+
+def resolve_root(source_path):
+    """The digits folder: the default cache without --source, else --source itself when it holds
+    the export or is named 'digits', else `<source>/digits` (exported there on first use)."""
+    if source_path is None:
+        return default_root()
+    source_path = os.path.expanduser(source_path)
+    named_digits = os.path.basename(os.path.normpath(source_path)) == 'digits'
+    if named_digits or os.path.isdir(os.path.join(source_path, 'images')):
+        return source_path
+    return os.path.join(source_path, 'digits')
 
 
 def class_folder_name(digit):

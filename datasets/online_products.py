@@ -4,6 +4,12 @@ import os
 from datasets.image_folder import Split, images_folder
 from utilities.errors import UserError
 
+NAME = 'online_products'
+DOWNLOAD_PAGE = 'https://cvgl.stanford.edu/projects/lifted_struct/'
+ROOT_MARKER = 'images'
+DEFAULT_METRICS = ('e_recall@1', 'e_recall@10', 'e_recall@100', 'e_recall@1000', 'nmi', 'mAP@R')
+PUBLISHED_SIZES = {'training': (59551, 11318), 'testing': (60502, 11316)}
+
 SPLIT_FILES = {'training': 'Ebay_train.txt', 'testing': 'Ebay_test.txt'}
 HEADER = ['image_id', 'class_id', 'super_class_id', 'path']
 

@@ -12,12 +12,11 @@ import torch
 
 from evaluation.clustering import kmeans_assignment, nmi, pair_f1
 from evaluation.embeddings import AMP_NOTE, extract_embeddings
-from evaluation.metric_names import (METRICS, default_metrics, parse_metric_names,
-                                     validate_metric_names)
+from evaluation.metric_names import METRICS, parse_metric_names, validate_metric_names
 from evaluation.retrieval import DEFAULT_CHUNK_SIZE, retrieval_metrics
 from utilities.errors import UserError
 
-__all__ = ['AMP_NOTE', 'METRICS', 'NonFiniteEmbeddings', 'compute_metrics', 'default_metrics', 'extract_embeddings',
+__all__ = ['AMP_NOTE', 'METRICS', 'NonFiniteEmbeddings', 'compute_metrics', 'extract_embeddings',
            'validate_metric_names']
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The metric names `compute_metrics` understands, their parsing and the per-dataset defaults."""
+"""The metric names `compute_metrics` understands and their parsing (each dataset module names its defaults)."""
 import re
 from dataclasses import dataclass, field
 
@@ -15,11 +15,6 @@ METRICS = {
     'mAP@K': 'average precision over the K nearest, normalised by min(R, K) '
              '(any positive integer K, e.g. mAP@1000)',
 }
-
-_SMALL_DATASET_METRICS = ['e_recall@1', 'e_recall@2', 'e_recall@4', 'e_recall@8',
-                          'nmi', 'f1', 'mAP@R']
-_ONLINE_PRODUCTS_METRICS = ['e_recall@1', 'e_recall@10', 'e_recall@100', 'e_recall@1000',
-                            'nmi', 'mAP@R']
 
 _RECALL = re.compile(r'e_recall@([1-9][0-9]*)')
 _MAP_AT_K = re.compile(r'mAP@([1-9][0-9]*)')
@@ -41,13 +36,6 @@ class MetricRequest:
     @property
     def needs_clustering(self):
         return self.nmi or self.f1
-
-
-def default_metrics(dataset):
-    """The metrics reported for `dataset`: the paper's Recall@K, NMI, F1 (not on SOP), MAP@R."""
-    if dataset == 'online_products':
-        return list(_ONLINE_PRODUCTS_METRICS)
-    return list(_SMALL_DATASET_METRICS)
 
 
 def parse_metric_names(names):

@@ -195,7 +195,7 @@ def test_split_by_classes_with_super_classes_keeps_the_first_of_each():
 
 def test_online_products_split_carries_super_classes(make_online_products):
     root = make_online_products()
-    training = datasets.SPLIT_LOADERS['online_products'](str(root))['training']
+    training = datasets.MODULES['online_products'].load_splits(str(root))['training']
     rows = [line.split() for line in (root / 'Info_Files' / 'Ebay_train.txt').read_text().splitlines()[1:]]
     super_class_of = {int(class_id): int(super_class) for _, class_id, super_class, _ in rows}
     assert training.class_groups == [super_class_of[int(name)] for name in training.class_names]

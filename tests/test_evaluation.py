@@ -5,6 +5,7 @@ import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from sklearn.metrics import normalized_mutual_info_score
 
+import datasets
 import evaluation
 from datasets import transforms
 from datasets.transforms import to_network_input
@@ -174,13 +175,13 @@ def test_unknown_metric_names_are_user_errors(name):
 
 
 def test_default_metrics_are_valid_and_follow_the_paper():
-    assert evaluation.default_metrics('cub200') == [
+    assert datasets.default_metrics('cub200') == [
         'e_recall@1', 'e_recall@2', 'e_recall@4', 'e_recall@8', 'nmi', 'f1', 'mAP@R']
-    assert evaluation.default_metrics('cars196') == evaluation.default_metrics('digits')
-    assert evaluation.default_metrics('online_products') == [
+    assert datasets.default_metrics('cars196') == datasets.default_metrics('digits')
+    assert datasets.default_metrics('online_products') == [
         'e_recall@1', 'e_recall@10', 'e_recall@100', 'e_recall@1000', 'nmi', 'mAP@R']
-    for dataset in ['cub200', 'cars196', 'digits', 'online_products']:
-        evaluation.validate_metric_names(evaluation.default_metrics(dataset))
+    for dataset in datasets.DATASETS:
+        evaluation.validate_metric_names(datasets.default_metrics(dataset))
     evaluation.validate_metric_names(['mAP@1000', 'e_recall@1000', 'f1'])
 
 
