@@ -17,7 +17,7 @@ from evaluation.retrieval import DEFAULT_CHUNK_SIZE, retrieval_metrics
 from utilities.errors import UserError
 
 __all__ = ['AMP_NOTE', 'METRICS', 'NonFiniteEmbeddings', 'compute_metrics', 'extract_embeddings',
-           'validate_metric_names']
+           'metrics_of_test_embeddings', 'validate_metric_names']
 
 logger = logging.getLogger(__name__)
 
@@ -27,29 +27,56 @@ class NonFiniteEmbeddings(UserError):
 
 
 def compute_metrics(features, labels, metric_names, *, use_gpu=False, seed=0,
-                    chunk_size=DEFAULT_CHUNK_SIZE):
+                    chunk_size=DEFAULT_CHUNK_SIZE, gallery_features=None, gallery_labels=None):
     """{name: value} for each of `metric_names` (see METRICS) on features (N x D) and labels (N).
 
-    Each sample queries all other samples. `use_gpu` runs the retrieval in torch on CUDA and
+    Each sample queries all other samples (leave-one-out); with `gallery_features` (M x D) and
+    `gallery_labels` (M), the samples are queries ranked against that gallery alone, and NMI and F1
+    cluster query and gallery together. `use_gpu` runs the retrieval in torch on CUDA and
     k-means in faiss on the GPU, falling back to the CPU with a warning where there is none.
     `seed` seeds k-means; `chunk_size` is the number of queries ranked at a time.
     """
     request = parse_metric_names(metric_names)
     features, labels = _checked_inputs(features, labels)
-    features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    has_gallery = gallery_features is not None
+    if has_gallery:
+        gallery_features, gallery_labels = _checked_inputs(gallery_features, gallery_labels)
+        if gallery_features.shape[1] != features.shape[1]:
+            raise ValueError(f'query features have {features.shape[1]} dimensions, gallery features '
+                             f'{gallery_features.shape[1]}')
+        gallery_features = _normalised(gallery_features)
+    features = _normalised(features)
     results = {}
     if request.needs_retrieval:
         device = _retrieval_device(use_gpu)
+        gallery = (dict(gallery_features=torch.from_numpy(gallery_features).to(device),
+                        gallery_labels=torch.from_numpy(gallery_labels).to(device)) if has_gallery else {})
         results.update(retrieval_metrics(
             torch.from_numpy(features).to(device), torch.from_numpy(labels).to(device),
             recall_ks=request.recall_ks, map_at_r=request.map_at_r, map_ks=request.map_ks,
-            chunk_size=chunk_size))
+            chunk_size=chunk_size, **gallery))
     if request.needs_clustering:
+        if has_gallery:
+            features, labels = np.concatenate([features, gallery_features]), np.concatenate([labels, gallery_labels])
         assignment = kmeans_assignment(features, len(np.unique(labels)), seed=seed,
                                        use_gpu=use_gpu)
         results['nmi'] = nmi(labels, assignment)
         results['f1'] = pair_f1(labels, assignment)
     return {name: results[name] for name in metric_names}
+
+
+def metrics_of_test_embeddings(embedded, metric_names, **options):
+    """compute_metrics of the test embeddings {'testing': (features, labels)} (leave-one-out) or
+    {'query': ..., 'gallery': ...} (query/gallery); `options` as compute_metrics takes them."""
+    if 'gallery' in embedded:
+        gallery_features, gallery_labels = embedded['gallery']
+        return compute_metrics(*embedded['query'], metric_names, gallery_features=gallery_features,
+                               gallery_labels=gallery_labels, **options)
+    return compute_metrics(*embedded['testing'], metric_names, **options)
+
+
+def _normalised(features):
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 def _checked_inputs(features, labels):

@@ -1,8 +1,13 @@
-"""Retrieval metrics: every sample queries all other samples, ranked by inner product.
+"""Retrieval metrics, ranked by inner product, in one of two protocols:
 
-Similarities are computed a chunk of queries at a time (chunk x N), never as the full N x N
-matrix, so SOP-sized test sets (60k samples) fit in memory. A query never retrieves itself: it
-is excluded by index, so an exact duplicate of the query still counts as a neighbour.
+- leave-one-out (cub200, cars196, online_products, digits): every sample queries all other samples. A query
+  never retrieves itself: it is excluded by index, so an exact duplicate of the query still counts as a neighbour.
+- query/gallery (inshop, a folder with query/ and gallery/): every query is ranked against the gallery only, a
+  separate set, so nothing is excluded. A query whose class has no gallery image is a miss for Recall@K and left
+  out of the MAP averages.
+
+Similarities are computed a chunk of queries at a time (chunk x gallery size), never as the full matrix, so
+SOP-sized test sets (60k samples) fit in memory.
 
 Ties: Recall@K ranks the best same-class sample by the number of samples strictly more similar,
 so ties are resolved in the query's favour; the MAP metrics take torch.topk's order among ties.
@@ -14,27 +19,36 @@ DEFAULT_CHUNK_SIZE = 1024
 
 
 def retrieval_metrics(features, labels, *, recall_ks=(), map_at_r=False, map_ks=(),
-                      chunk_size=DEFAULT_CHUNK_SIZE):
-    """Recall@K, MAP@R and MAP@K of `features` (N x D tensor) under `labels` (N int tensor).
+                      chunk_size=DEFAULT_CHUNK_SIZE, gallery_features=None, gallery_labels=None):
+    """Recall@K, MAP@R and MAP@K of the queries `features` (N x D tensor) under `labels` (N int tensor).
 
-    Returns {'e_recall@K': ..., 'mAP@R': ..., 'mAP@K': ...} for the requested K. A query whose
-    class has no other sample is a miss for Recall@K and left out of the MAP averages
-    (MAP is nan when no query has a same-class sample).
+    Without a gallery each query is ranked against the other queries (leave-one-out); with `gallery_features`
+    (M x D) and `gallery_labels` (M) against the gallery alone. Returns {'e_recall@K': ..., 'mAP@R': ...,
+    'mAP@K': ...} for the requested K. A query without a same-class sample to find is a miss for Recall@K and
+    left out of the MAP averages (MAP is nan when no query has one). R is the number of same-class samples
+    there are to find: the query's class's other samples, or its gallery images.
     """
-    classes = _ClassIndex(labels)
-    n_samples = len(features)
-    map_depth = min(max([*map_ks, *([classes.max_relevant] if map_at_r else [])], default=0),
-                    n_samples - 1)
-    sims_buffer = features.new_empty((min(chunk_size, n_samples), n_samples))
+    leave_one_out = gallery_features is None
+    if leave_one_out:
+        gallery_features, gallery_labels = features, labels
+    classes = _ClassIndex(gallery_labels)
+    query_classes = classes.class_index_of(labels)
+    n_relevant = classes.sizes_of(query_classes) - int(leave_one_out)
+    n_queries, n_gallery = len(features), len(gallery_features)
+    map_depth = min(max([*map_ks, *([int(n_relevant.max())] if map_at_r else [])], default=0),
+                    n_gallery - int(leave_one_out))
+    sims_buffer = features.new_empty((min(chunk_size, n_queries), n_gallery))
     best_positive_ranks, precisions_at_hits = [], []
-    for start in range(0, n_samples, chunk_size):
-        queries = torch.arange(start, min(start + chunk_size, n_samples), device=features.device)
-        sims = torch.matmul(features[queries], features.T, out=sims_buffer[:len(queries)])
-        sims[torch.arange(len(queries), device=features.device), queries] = -torch.inf
+    for start in range(0, n_queries, chunk_size):
+        queries = torch.arange(start, min(start + chunk_size, n_queries), device=features.device)
+        sims = torch.matmul(features[queries], gallery_features.T, out=sims_buffer[:len(queries)])
+        if leave_one_out:
+            sims[torch.arange(len(queries), device=features.device), queries] = -torch.inf
         if map_at_r or map_ks:
-            precisions_at_hits.append(_precisions_at_hits(sims, queries, classes, map_depth))
+            precisions_at_hits.append(_precisions_at_hits(sims, query_classes[queries], classes, map_depth))
         if recall_ks:  # last: it overwrites `sims`
-            best_positive_ranks.append(_best_positive_rank(sims, queries, classes))
+            best_positive_ranks.append(_best_positive_rank(sims, query_classes[queries], n_relevant[queries],
+                                                           classes))
 
     results = {}
     if recall_ks:
@@ -43,7 +57,6 @@ def retrieval_metrics(features, labels, *, recall_ks=(), map_at_r=False, map_ks=
             results[f'e_recall@{k}'] = (ranks < k).double().mean().item()
     if map_at_r or map_ks:
         precisions = torch.cat(precisions_at_hits)
-        n_relevant = classes.n_relevant
         if map_at_r:
             results['mAP@R'] = _mean_average_precision(precisions, n_relevant, n_relevant)
         for k in map_ks:
@@ -53,44 +66,49 @@ def retrieval_metrics(features, labels, *, recall_ks=(), map_at_r=False, map_ks=
 
 
 class _ClassIndex:
-    """Samples grouped by class: which samples share a query's class, and how many."""
+    """The gallery grouped by class: which gallery samples share a query's class, and how many there are."""
 
     def __init__(self, labels):
-        _, self.class_of, class_sizes = torch.unique(labels, return_inverse=True,
-                                                     return_counts=True)
+        self.labels, self.class_of, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
         self.members = torch.argsort(self.class_of, stable=True)
         self.class_start = torch.cumsum(class_sizes, 0) - class_sizes
         self.class_size = class_sizes
-        self.n_relevant = class_sizes[self.class_of] - 1
-        self.max_relevant = int(self.n_relevant.max())
 
-    def same_class_samples(self, queries):
-        """(Q x W) indices of each query's class members (self included), and which are real."""
-        sizes = self.class_size[self.class_of[queries]]
-        offsets = torch.arange(int(sizes.max()), device=queries.device)
+    def class_index_of(self, labels):
+        """The gallery class index of each of `labels`; -1 for a label the gallery does not have."""
+        found = torch.searchsorted(self.labels, labels).clamp_max(len(self.labels) - 1)
+        return torch.where(self.labels[found] == labels, found, -1)
+
+    def sizes_of(self, query_classes):
+        """The gallery size of each query class (0 for -1)."""
+        return torch.where(query_classes >= 0, self.class_size[query_classes.clamp_min(0)], 0)
+
+    def same_class_samples(self, query_classes):
+        """(Q x W) gallery indices of each query class's members, and which are real (none for -1)."""
+        sizes = self.sizes_of(query_classes)
+        offsets = torch.arange(max(int(sizes.max()), 1), device=query_classes.device)
         valid = offsets < sizes[:, None]
-        slots = self.class_start[self.class_of[queries]][:, None] + offsets
+        slots = self.class_start[query_classes.clamp_min(0)][:, None] + offsets
         return self.members[slots.clamp_max(len(self.members) - 1)], valid
 
 
-def _best_positive_rank(sims, queries, classes):
+def _best_positive_rank(sims, query_classes, n_relevant, classes):
     """0-based rank of each query's most similar same-class sample (int64 max when it has none).
 
     Overwrites `sims` with 0/1 flags: counting in place is several times faster on the CPU than
     summing a separate bool tensor.
     """
-    positives, valid = classes.same_class_samples(queries)
-    # The query's own entry in `sims` is -inf, so including it among the positives is harmless.
+    positives, valid = classes.same_class_samples(query_classes)
+    # Leave-one-out: the query's own entry in `sims` is -inf, so including it among the positives is harmless.
     best_positive = sims.gather(1, positives).masked_fill(~valid, -torch.inf).amax(1)
     ranks = sims.gt_(best_positive[:, None]).sum(1).long()
-    no_positive = classes.n_relevant[queries] == 0
-    return ranks.masked_fill(no_positive, torch.iinfo(torch.int64).max)
+    return ranks.masked_fill(n_relevant == 0, torch.iinfo(torch.int64).max)
 
 
-def _precisions_at_hits(sims, queries, classes, depth):
+def _precisions_at_hits(sims, query_classes, classes, depth):
     """(Q x depth) float64: precision@i at the positions i where a same-class sample is, else 0."""
     neighbours = sims.topk(depth, dim=1).indices
-    is_hit = classes.class_of[neighbours] == classes.class_of[queries][:, None]
+    is_hit = classes.class_of[neighbours] == query_classes[:, None]
     hits_so_far = is_hit.cumsum(1, dtype=torch.float64)
     positions = torch.arange(1, depth + 1, device=sims.device, dtype=torch.float64)
     return hits_so_far / positions * is_hit
