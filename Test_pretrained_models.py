@@ -4,21 +4,25 @@
         --arch resnet50_normalize_frozen_double --embed_dim 128 --PSD --OBDP
     python Test_pretrained_models.py --dataset cub200 --source $datapath/cub200 --checkpoint run/best_nmi.pth \
         --plots pictures/      # + a retrieval grid and a t-SNE map of the test embeddings per checkpoint
+    python Test_pretrained_models.py --dataset inshop --source $datapath/inshop --checkpoint run/best_e_recall@1.pth \
+        --save_embeddings inshop.npz   # query_* and gallery_* features, labels, paths
 """
+import io
 import logging
 import os
 import sys
 
+import numpy as np
 import torch
 
 import architectures
 import datasets
 import evaluation
 import parameters
-from evaluation.figures import save_retrieval_grid, tsne_map
+from evaluation.figures import save_test_retrieval_grid, tsne_map
 from utilities.checkpoint import load_checkpoint_into, read_checkpoint
 from utilities.errors import UserError, exit_code
-from utilities.files import atomic_write_json
+from utilities.files import atomic_write_bytes, atomic_write_json
 from utilities.logs import setup_logging
 from utilities.runtime import select_device
 
@@ -36,6 +40,9 @@ def build_parser():
     group.add_argument('--out', default=None, type=os.path.expanduser, help='Also write the results to this JSON file.')
     group.add_argument('--plots', default=None, metavar='DIR', type=os.path.expanduser,
                        help='Write <kind>_retrieval.png and <kind>_tsne.png of the test embeddings into DIR.')
+    group.add_argument('--save_embeddings', default=None, metavar='FILE.npz', type=os.path.expanduser,
+                       help='Write the evaluated embeddings, labels and image paths (test_*, or query_* and '
+                            'gallery_*) to FILE.npz; the authors\' two models go to FILE_Recall.npz and FILE_NMI.npz.')
     return parser
 
 
@@ -73,9 +80,8 @@ def main(argv=None):
     opt = parameters.parse_args(argv, parser)
     explicit = parameters.explicit_flags(parser, argv)
     setup_logging()
-    out_folder = os.path.dirname(os.path.abspath(opt.out or '.'))
-    if not os.path.isdir(out_folder):
-        raise UserError(f'--out {opt.out}: the folder {out_folder} does not exist; create it first')
+    for flag, path in (('--out', opt.out), ('--save_embeddings', opt.save_embeddings)):
+        check_output_folder(flag, path)
     metric_names = list(opt.evaluation_metrics)
     if opt.checkpoint:
         paths = {'checkpoint': opt.checkpoint}
@@ -85,32 +91,74 @@ def main(argv=None):
     models = {kind: network_for(path, opt, explicit) for kind, path in paths.items()}
 
     device = select_device(opt.gpu)
-    test_set = datasets.select(opt)['testing']
-    loader = torch.utils.data.DataLoader(test_set, batch_size=opt.bs, shuffle=False, num_workers=opt.kernels,
-                                         pin_memory=device.type == 'cuda')
+    data = datasets.select(opt)
+    for warning in data['warnings']:
+        logger.warning(warning)
+    test_parts = datasets.test_parts(data)
+    loaders = {part: torch.utils.data.DataLoader(test_set, batch_size=opt.bs, shuffle=False, num_workers=opt.kernels,
+                                                 pin_memory=device.type == 'cuda')
+               for part, test_set in test_parts.items()}
     if opt.amp:
         logger.info(evaluation.AMP_NOTE)
     results = {}
     for kind, model in models.items():
-        logger.info('evaluating %s (%s) on %d test images', kind, paths[kind], len(test_set))
-        features, labels = evaluation.extract_embeddings(model.to(device), loader, device, amp=opt.amp)
+        logger.info('evaluating %s (%s) on %s', kind, paths[kind],
+                    ', '.join(f'{len(test_set)} {part} images' for part, test_set in test_parts.items()))
+        embedded = {part: evaluation.extract_embeddings(model.to(device), loader, device, amp=opt.amp)
+                    for part, loader in loaders.items()}
         results[kind] = {'checkpoint': paths[kind], 'arch': model.arch, 'embed_dim': model.embed_dim,
-                         'metrics': evaluation.compute_metrics(features, labels, metric_names,
-                                                               use_gpu=opt.evaluate_on_gpu, seed=opt.seed)}
+                         'metrics': evaluation.metrics_of_test_embeddings(embedded, metric_names,
+                                                                          use_gpu=opt.evaluate_on_gpu, seed=opt.seed)}
         if opt.plots:
-            write_pictures(opt.plots, kind, features, labels, test_set)
+            write_pictures(opt.plots, kind, embedded, test_parts)
+        if opt.save_embeddings:
+            target = embeddings_file(opt.save_embeddings, kind, len(models))
+            save_embeddings(target, embedded, test_parts)
+            logger.info('wrote the %s embeddings of %s to %s', ' and '.join(embedded), kind, target)
     print_results(results, metric_names)
     if opt.out:
         atomic_write_json(opt.out, {'dataset': opt.dataset, 'results': results})
     return 0
 
 
-def write_pictures(folder, kind, features, labels, test_set):
-    """<folder>/<kind>_retrieval.png and <kind>_tsne.png of one checkpoint's test embeddings."""
+def check_output_folder(flag, path):
+    """A UserError, before anything is evaluated, where the folder of an output file does not exist."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f'{flag} {path}: the folder {folder} does not exist; create it first')
+
+
+def embeddings_file(path, kind, n_checkpoints):
+    """`path` for one checkpoint; `<stem>_<kind>.npz` for each of several (the authors' Recall and NMI models)."""
+    if n_checkpoints == 1:
+        return path
+    stem, extension = os.path.splitext(path)
+    return f'{stem}_{kind}{extension or ".npz"}'
+
+
+def save_embeddings(path, embedded, test_parts):
+    """Write {part}_features, {part}_labels and {part}_paths of every test part ('test', or 'query' and 'gallery')
+    to the .npz file `path`, atomically (nothing is left half-written)."""
+    arrays = {}
+    for part, (features, labels) in embedded.items():
+        name = 'test' if part == 'testing' else part
+        arrays.update({f'{name}_features': features, f'{name}_labels': labels,
+                       f'{name}_paths': np.array(test_parts[part].paths, dtype=str)})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_pictures(folder, kind, embedded, test_parts):
+    """<folder>/<kind>_retrieval.png and <kind>_tsne.png of one checkpoint's test embeddings (the t-SNE map of
+    query and gallery together)."""
+    features = np.concatenate([features for features, _ in embedded.values()])
+    labels = np.concatenate([labels for _, labels in embedded.values()])
     try:
         os.makedirs(folder, exist_ok=True)
-        save_retrieval_grid(os.path.join(folder, f'{kind}_retrieval.png'), features, labels, test_set.paths,
-                            test_set.class_names)
+        save_test_retrieval_grid(os.path.join(folder, f'{kind}_retrieval.png'), embedded, test_parts)
         tsne_map(features, labels, os.path.join(folder, f'{kind}_tsne.png'), title=f't-SNE of {kind}')
     except OSError as error:
         raise UserError(f'cannot write to --plots {folder} ({error.strerror}); pass a writable folder') from None

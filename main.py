@@ -19,7 +19,7 @@ import datasets
 import evaluation
 import parameters
 from utilities import distributed
-from evaluation.figures import save_retrieval_grid
+from evaluation.figures import save_test_retrieval_grid
 from utilities.checkpoint import plain_config, read_checkpoint, save_checkpoint
 from utilities.errors import UserError, exit_code
 from utilities.files import FileWriteError
@@ -60,9 +60,11 @@ def main(argv=None):
     opt.n_classes = data['training'].n_classes
     sampler = datasampler.select(opt, data['training'].labels)
     train_loader = make_loader(data['training'], opt.kernels, device, batch_sampler=sampler)
-    eval_loaders = {'': make_loader(data['testing'], opt.kernels, device, batch_size=opt.bs)}
+    test_parts = datasets.test_parts(data)
+    eval_loaders = {'': {part: make_loader(test_set, opt.kernels, device, batch_size=opt.bs)
+                         for part, test_set in test_parts.items()}}
     if data['validation'] is not None:
-        eval_loaders['val_'] = make_loader(data['validation'], opt.kernels, device, batch_size=opt.bs)
+        eval_loaders['val_'] = {'testing': make_loader(data['validation'], opt.kernels, device, batch_size=opt.bs)}
 
     model = architectures.select(opt.arch, opt).to(device)
     network = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
@@ -87,7 +89,7 @@ def main(argv=None):
         except FileWriteError as error:
             lock.release()
             raise write_failed(error, folder) from None
-    report_left_out(data)
+    report_data(data)
     start_epoch, progress = 0, EpochProgress()
     if resumed:
         start_epoch, progress, online_id = run.restore(resumed)
@@ -124,7 +126,7 @@ def main(argv=None):
                 progress = EpochProgress()
                 if distributed.is_main():
                     pictures = save_best(folder, model, run.summary, opt.storage_metrics, entry, test_embeddings,
-                                         data['testing'])
+                                         test_parts)
                     run.save(os.path.join(folder, LAST_CHECKPOINT), epoch + 1, progress, online.run_id)
                     run.summary.save(folder)
                     pictures.append(plot_history(run.summary.history, opt.evaluation_metrics, folder,
@@ -162,20 +164,27 @@ def run_name(opt):
 
 
 def dry_run(opt):
-    """Check the dataset path, print the resolved configuration, build nothing."""
-    root = datasets.resolve_root(opt.dataset, opt.source_path)
+    """Check the dataset path and its split files, print the resolved configuration and the split sizes (the
+    warnings about them on stderr), decode no image, build nothing."""
+    root, splits, warnings = datasets.load_splits(opt)
     config = plain_config(opt)
     config['resolved_dataset_folder'] = root
     print(json.dumps(config, indent=2))
     if opt.applied_defaults:
         print(applied_defaults_line(opt.dataset, opt.applied_defaults))
     print(f'batches: {datasampler.DRAWS[opt.data_sampler]}')
+    print(f'splits listed: {datasets.describe_splits(splits)}')
+    for warning in warnings:
+        print(f'warning: {warning}', file=sys.stderr)
     return 0
 
 
-def report_left_out(data):
-    """Repeat in the run's log how many unreadable images the splits left out (each was named on loading)."""
-    for split in ('training', 'testing', 'validation'):
+def report_data(data):
+    """Log the warnings about the splits, and repeat in the run's log how many unreadable images the splits left
+    out (each was named on loading)."""
+    for warning in data['warnings']:
+        logger.warning(warning)
+    for split in ('training', *datasets.TEST_PARTS, 'validation'):
         if data[split] is not None and data[split].left_out:
             logger.warning('%s: left out %d unreadable images: %s', data[split].name, len(data[split].left_out),
                            ', '.join(data[split].left_out))
@@ -194,23 +203,27 @@ def make_loader(dataset, workers, device, batch_sampler=None, batch_size=None):
 
 def evaluate(model, loaders, device, opt):
     """Metrics of every evaluation split (test names as they are, validation prefixed val_) and the time taken;
-    the test split's (features, labels).
+    the test embeddings {part: (features, labels)} ('testing', or 'query' and 'gallery').
 
-    Under torchrun each rank embeds its shard; rank 0 computes the metrics of them all and every rank gets them.
+    Under torchrun each rank embeds its shard of every part; rank 0 computes the metrics of them all and every rank
+    gets them.
     """
     started, results, embeddings = time.perf_counter(), {}, {}
-    for prefix, loader in loaders.items():
-        features, labels = evaluation.extract_embeddings(model, loader, device, amp=opt.amp)
-        embeddings[prefix] = (distributed.gather_shards(features, len(loader.dataset)),
+    for prefix, parts in loaders.items():
+        embedded = {}
+        for part, loader in parts.items():
+            features, labels = evaluation.extract_embeddings(model, loader, device, amp=opt.amp)
+            embedded[part] = (distributed.gather_shards(features, len(loader.dataset)),
                               distributed.gather_shards(labels, len(loader.dataset)))
-        metrics = distributed.on_main(evaluation.compute_metrics, *embeddings[prefix], opt.evaluation_metrics,
+        metrics = distributed.on_main(evaluation.metrics_of_test_embeddings, embedded, opt.evaluation_metrics,
                                       use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
         results.update({prefix + name: value for name, value in metrics.items()})
+        embeddings[prefix] = embedded
     results['eval_time_s'] = time.perf_counter() - started
     return results, embeddings['']
 
 
-def save_best(folder, model, summary, storage_metrics, entry, test_embeddings, test_set):
+def save_best(folder, model, summary, storage_metrics, entry, test_embeddings, test_parts):
     """A checkpoint per storage metric that improved; with a new best Recall@1 also retrieval.png of the test
     embeddings just computed. Returns the pictures written."""
     pictures = []
@@ -218,8 +231,8 @@ def save_best(folder, model, summary, storage_metrics, entry, test_embeddings, t
         if summary.improved(name):
             save_checkpoint(os.path.join(folder, f'best_{name}.pth'), model, summary.config, entry['epoch'], entry)
             if name == 'e_recall@1':
-                pictures.append(save_retrieval_grid(os.path.join(folder, 'retrieval.png'), *test_embeddings,
-                                                    test_set.paths, test_set.class_names))
+                pictures.append(save_test_retrieval_grid(os.path.join(folder, 'retrieval.png'), test_embeddings,
+                                                         test_parts))
     return pictures
 
 

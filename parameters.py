@@ -55,7 +55,11 @@ def add_data_flags(group):
 
     group.add_argument('--dataset', default='cub200', help=f'One of {", ".join(DATASETS)} (digits is built in).')
     group.add_argument('--source_path', default=None, type=os.path.expanduser,
-                       help='Dataset folder, or its parent (e.g. --source $datapath/cub200). Digits: a cache folder.')
+                       help='Dataset folder, or its parent (e.g. --source $datapath/cub200). Digits: a cache folder. '
+                            'folder: the folder of your images.')
+    group.add_argument('--split_file', default=None, type=os.path.expanduser,
+                       help='--dataset folder: a CSV with the columns path,label,split (default: <source>/split.csv '
+                            'where it exists, else the class folders train/ test/ or train/ query/ gallery/).')
     group.add_argument('--kernels', type=int, default=6, help='Data-loading worker processes.')
     group.add_argument('--bs', type=int, default=112, help='Batch size (bs / samples_per_class classes per batch).')
     group.add_argument('--samples_per_class', type=int, default=2, help='Images of each class in a batch.')
@@ -137,7 +141,8 @@ def add_evaluation_flags(group):
     group.add_argument('--evaluation_metrics', nargs='+', default=None,
                        help='e.g. e_recall@1 e_recall@2 nmi f1 mAP@R mAP@1000 (default: by dataset).')
     group.add_argument('--storage_metrics', nargs='+', default=['e_recall@1', 'nmi'],
-                       help='A best-model checkpoint is kept for each of these.')
+                       help='A best-model checkpoint is kept for each of these (default: those of e_recall@1 and nmi '
+                            'that are evaluated).')
     group.add_argument('--evaluate_on_gpu', action='store_true', help='faiss k-means and search on the GPU.')
     group.add_argument('--evaluate_every', type=int, default=1,
                        help='Evaluate every N-th epoch (and always the last), e.g. for large test sets.')
@@ -187,6 +192,8 @@ def apply_dataset_defaults(opt, explicit):
                 applied[dest] = value
     if opt.evaluation_metrics is None:
         opt.evaluation_metrics = default_metrics(opt.dataset)
+    if 'storage_metrics' not in explicit:  # e.g. In-Shop reports no NMI: keep best-model checkpoints of the rest
+        opt.storage_metrics = [name for name in opt.storage_metrics if name in opt.evaluation_metrics]
     return applied
 
 
@@ -235,6 +242,8 @@ def validate(opt):
         (not opt.PSD or opt.loss.endswith('_obd_sd'),
          f'--PSD needs an OBD-SD loss: use --loss {opt.loss.removesuffix("_obd_sd")}_obd_sd'),
         (not (opt.pretrained_path and opt.not_pretrained), '--pretrained_path and --not_pretrained exclude each other'),
+        (opt.split_file is None or opt.dataset == 'folder',
+         f'--split_file is for --dataset folder; --dataset {opt.dataset} has its own split'),
     ]
     for ok, message in checks:
         if not ok:

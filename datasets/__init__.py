@@ -13,14 +13,16 @@ Each dataset is one module in this package, listed in MODULES, that describes it
 """
 import os
 
-from datasets import cars196, cub200, digits, online_products
+from datasets import cars196, cub200, digits, folder, inshop, online_products
 from datasets.image_dataset import ImageDataset
+from datasets.split_checks import split_sizes, split_warnings
 from datasets.transforms import make_transform
 from datasets.validation_split import split_by_classes, split_by_samples
 from utilities.errors import UserError
 
-MODULES = {module.NAME: module for module in (cub200, cars196, online_products, digits)}
+MODULES = {module.NAME: module for module in (cub200, cars196, online_products, digits, inshop, folder)}
 DATASETS = tuple(MODULES)
+TEST_PARTS = ('testing', 'query', 'gallery')
 
 
 def module_of(dataset):
@@ -58,21 +60,36 @@ def resolve_root(dataset, source_path):
 
 
 def load_splits(opt):
-    """The dataset folder of `opt.dataset` and the Splits its files list (no image is opened)."""
+    """The dataset folder of `opt.dataset`, the Splits its files list (no image is opened) and the warnings
+    about them (sizes other than the published archive's, test classes seen in training)."""
     module = module_of(opt.dataset)
     root = resolve_root(opt.dataset, opt.source_path)
     options = {name: getattr(opt, name) for name in getattr(module, 'OPTIONS', ())}
-    return root, module.load_splits(root, **options)
+    splits = module.load_splits(root, **options)
+    return root, splits, split_warnings(module, root, splits, MODULES)
+
+
+def describe_splits(splits):
+    """'training 24 images of 3 classes, testing ...' of Splits or ImageDatasets."""
+    return ', '.join(f'{name} {images:,} images of {classes:,} classes'
+                     for name, (images, classes) in split_sizes(splits).items())
+
+
+def test_parts(data):
+    """The evaluated ImageDatasets of `select`'s data: {'testing': ...} or {'query': ..., 'gallery': ...}."""
+    return {part: data[part] for part in TEST_PARTS if data.get(part) is not None}
 
 
 def select(opt):
-    """{'training', 'testing', 'evaluation', 'validation'} ImageDatasets of `opt.dataset`.
+    """{'training', 'testing', 'query', 'gallery', 'evaluation', 'validation', 'warnings'} of `opt.dataset`.
 
-    'evaluation' holds the training images under the evaluation transform; 'validation' is None
-    unless `opt.use_tv_split` carves it out of the training split (by classes as the authors, or by
-    samples with `opt.tv_split_by_samples`), keeping the fraction `opt.tv_split_perc` for training.
+    A leave-one-out dataset has an ImageDataset 'testing' and None for 'query' and 'gallery'; a query/gallery
+    dataset the reverse (query and gallery share one labelling). 'evaluation' holds the training images under the
+    evaluation transform; 'validation' is None unless `opt.use_tv_split` carves it out of the training split (by
+    classes as the authors, or by samples with `opt.tv_split_by_samples`), keeping the fraction
+    `opt.tv_split_perc` for training. 'warnings' are load_splits' warnings, for the caller to log.
     """
-    _, splits = load_splits(opt)
+    _, splits, warnings = load_splits(opt)
     train_split, validation_split = splits['training'], None
     if opt.use_tv_split:
         if opt.tv_split_by_samples:
@@ -85,13 +102,17 @@ def select(opt):
     eval_transform = make_transform(False, opt.augmentation, opt.image_size, **pipeline)
 
     def image_dataset(split, transform, split_name):
-        return ImageDataset(split.samples, transform, f'{opt.dataset} {split_name}', split.class_names)
+        if split is None:
+            return None
+        return ImageDataset(split.samples, transform, f'{opt.dataset} {split_name}', split.class_names,
+                            origins=split.origins, every_class=split_name not in ('query', 'gallery'))
 
     training = image_dataset(train_split, train_transform, 'training')
+    data = {part: image_dataset(splits.get(part), eval_transform, part) for part in TEST_PARTS}
     return {
         'training': training,
-        'testing': image_dataset(splits['testing'], eval_transform, 'testing'),
+        **data,
         'evaluation': training.with_transform(eval_transform, f'{opt.dataset} training (evaluation)'),
-        'validation': (image_dataset(validation_split, eval_transform, 'validation')
-                       if validation_split is not None else None),
+        'validation': image_dataset(validation_split, eval_transform, 'validation'),
+        'warnings': warnings,
     }

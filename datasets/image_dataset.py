@@ -72,9 +72,12 @@ class ImageDataset(torch.utils.data.Dataset):
     A file that fails to decode later is replaced by another image of the same class.
     `transform` is a datasets.transforms.ImagePipeline (it sees the file before decoding), or any
     callable from an RGB PIL image to a tensor (the image is closed afterwards).
+    `origins` ({path: 'FILE, line N'}) names where a list file listed an image that cannot be read.
+    `every_class` (default) requires each class 0..C-1 to keep an image; a query or gallery split, which shares
+    its labelling with the other, needs only two classes.
     """
 
-    def __init__(self, samples, transform, name, class_names=None):
+    def __init__(self, samples, transform, name, class_names=None, origins=None, every_class=True):
         self.name = name
         self.transform = transform
         self.class_names = list(class_names) if class_names is not None else None
@@ -82,7 +85,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
         unreadable = find_unreadable([path for path, _ in samples])
         for path in unreadable:
-            logger.warning('cannot read image %s; leaving it out', path)
+            listed = f' (listed in {origins[path]})' if origins and path in origins else ''
+            logger.warning('cannot read image %s%s; leaving it out', path, listed)
         if unreadable:
             logger.warning('left out %d unreadable images of %s', len(unreadable), name)
         self.left_out = unreadable
@@ -92,15 +96,20 @@ class ImageDataset(torch.utils.data.Dataset):
         self.paths = [path for path, _ in kept]
         self.labels = np.array([label for _, label in kept], dtype=np.int64)
         self.n_classes = n_classes
-        self._check_every_class_has_images()
+        self._check_every_class_has_images(every_class)
 
         self._indices_of_class = [np.flatnonzero(self.labels == label) for label in range(n_classes)]
         self._undecodable = set()
 
-    def _check_every_class_has_images(self):
-        if self.n_classes == 0:
+    def _check_every_class_has_images(self, every_class):
+        if self.n_classes == 0 or not len(self.labels):
             raise UserError(f'{self.name} has no readable images; check the dataset folder')
         counts = np.bincount(self.labels, minlength=self.n_classes)
+        if not every_class:
+            if np.count_nonzero(counts) < 2:
+                raise UserError(f'{self.name} has readable images of {np.count_nonzero(counts)} class(es), but at '
+                                'least 2 are needed; replace its files or add classes')
+            return
         empty = np.flatnonzero(counts == 0)
         if empty.size:
             raise UserError(f'class {self.class_name(empty[0])} of {self.name} has no readable images; '

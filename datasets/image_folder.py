@@ -9,10 +9,13 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.
 
 class Split(NamedTuple):
     """One split of a dataset: `samples` are (path, label) with labels 0..C-1, named by `class_names`;
-    `class_groups`, where the dataset has them, gives each class's super-class (SOP's categories)."""
+    `class_groups`, where the dataset has them, gives each class's super-class (SOP's categories);
+    `origins`, where a list file names the images, gives {path: 'FILE, line N'} for messages about them.
+    A query or gallery split shares its labelling with the other, so a class may have no image in it."""
     samples: list
     class_names: list
     class_groups: list = None
+    origins: dict = None
 
 
 def images_folder(root):

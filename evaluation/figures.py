@@ -26,12 +26,17 @@ def pick_queries(labels, n_queries, seed=QUERY_SEED):
     return np.concatenate([firsts, rest])[:n_queries]
 
 
-def nearest_neighbours(features, queries, k):
-    """(Q x k) indices of each query's k most similar other samples (inner product of L2-normalised rows)."""
-    normalised = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    similarities = normalised[queries] @ normalised.T
-    similarities[np.arange(len(queries)), queries] = -np.inf
-    k = min(k, len(features) - 1)
+def nearest_neighbours(features, queries, k, gallery=None):
+    """(Q x k) indices of each query's k most similar other samples (inner product of L2-normalised rows); with
+    `gallery` (M x D), of its k most similar gallery rows."""
+    def normalised(rows):
+        return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+    candidates = normalised(features if gallery is None else gallery)
+    similarities = normalised(features)[queries] @ candidates.T
+    if gallery is None:
+        similarities[np.arange(len(queries)), queries] = -np.inf
+    k = min(k, len(candidates) - (1 if gallery is None else 0))
     top = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(similarities, top, axis=1), axis=1, kind='stable')
     return np.take_along_axis(top, order, axis=1)
@@ -46,14 +51,21 @@ def tile_of(path, size):
         return Image.new('RGB', (size, size), (128, 128, 128))
 
 
-def retrieval_grid(features, labels, image_paths, class_names=None, n_queries=10, k=6, tile=96, seed=QUERY_SEED):
+def retrieval_grid(features, labels, image_paths, class_names=None, n_queries=10, k=6, tile=96, seed=QUERY_SEED,
+                   gallery=None):
     """A PIL image: one row per query (dark frame) followed by its k nearest neighbours, framed green when they
-    share the query's class and red otherwise."""
+    share the query's class and red otherwise. The neighbours are other test images, or, with `gallery` =
+    (features, labels, image paths) in the same labelling, gallery images."""
     features, labels = np.asarray(features, dtype=np.float32), np.asarray(labels)
     if len(image_paths) != len(features):
         raise ValueError(f'{len(image_paths)} image paths for {len(features)} embeddings')
     queries = pick_queries(labels, n_queries, seed)
-    neighbours = nearest_neighbours(features, queries, k)
+    if gallery is None:
+        found_features, found_labels, found_paths, found_in = None, labels, image_paths, 'test'
+    else:
+        found_features, found_labels, found_paths = np.asarray(gallery[0], dtype=np.float32), gallery[1], gallery[2]
+        found_in = 'gallery'
+    neighbours = nearest_neighbours(features, queries, k, gallery=found_features)
     font = ImageFont.load_default(size=max(11, tile // 7))
     frame, gap, caption, header = max(3, tile // 16), tile // 6, tile // 5 + 4, tile // 4 + 6
     cell = tile + 2 * frame
@@ -61,17 +73,19 @@ def retrieval_grid(features, labels, image_paths, class_names=None, n_queries=10
     height = header + (cell + caption) * len(queries) + gap
     grid = Image.new('RGB', (width, height), BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    draw.text((gap, 4), f'query, then its {neighbours.shape[1]} nearest test images: green = same class, '
+    draw.text((gap, 4), f'query, then its {neighbours.shape[1]} nearest {found_in} images: green = same class, '
                         f'red = other class', fill=(0, 0, 0), font=font)
     name = (lambda label: class_names[label]) if class_names is not None else str
-    for row, (query, found) in enumerate(zip(queries, neighbours)):
+    for row, (query, found) in enumerate(zip(queries, neighbours, strict=True)):
         top = header + row * (cell + caption)
         for column, index in enumerate([query, *found]):
             left = gap + column * (cell + gap // 2) + (gap // 2 if column else 0)
-            colour = QUERY_FRAME if column == 0 else SAME_CLASS if labels[index] == labels[query] else OTHER_CLASS
+            label, path = (labels[index], image_paths[index]) if column == 0 else (found_labels[index],
+                                                                                  found_paths[index])
+            colour = QUERY_FRAME if column == 0 else SAME_CLASS if label == labels[query] else OTHER_CLASS
             draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill=colour)
-            grid.paste(tile_of(image_paths[index], tile), (left + frame, top + frame))
-            text = name(int(labels[index]))[:max(4, tile // 7)]
+            grid.paste(tile_of(path, tile), (left + frame, top + frame))
+            text = name(int(label))[:max(4, tile // 7)]
             draw.text((left, top + cell + 1), text, fill=(0, 0, 0) if column == 0 else colour, font=font)
     return grid
 
@@ -82,6 +96,17 @@ def save_retrieval_grid(path, features, labels, image_paths, class_names=None, *
     retrieval_grid(features, labels, image_paths, class_names, **options).save(buffer, format='PNG')
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def save_test_retrieval_grid(path, embedded, test_parts, **options):
+    """save_retrieval_grid of the test embeddings {part: (features, labels)} of the ImageDatasets `test_parts`:
+    queries from 'testing' among themselves, or from 'query' with neighbours from 'gallery'."""
+    if 'gallery' in test_parts:
+        query, gallery = test_parts['query'], test_parts['gallery']
+        return save_retrieval_grid(path, *embedded['query'], query.paths, query.class_names,
+                                   gallery=(*embedded['gallery'], gallery.paths), **options)
+    testing = test_parts['testing']
+    return save_retrieval_grid(path, *embedded['testing'], testing.paths, testing.class_names, **options)
 
 
 def tsne_map(features, labels, path, max_points=TSNE_MAX_POINTS, seed=0, title='t-SNE of the test embeddings'):

@@ -147,3 +147,49 @@ def make_online_products(tmp_path_factory):
             (root / 'Info_Files' / f'Ebay_{split}.txt').write_text(text)
         return root
     return make
+
+
+def write_inshop(root, n_train_items=3, n_eval_items=3, train_per_item=4, query_per_item=2, gallery_per_item=2,
+                 image_size=16, seed=3):
+    """Write a tiny In-Shop archive at `root`: `Img/img/{MEN,WOMEN}/<Category>/id_XXXXXXXX/*.jpg` and
+    `Eval/list_eval_partition.txt` with its count and header lines and whitespace-aligned rows, as published.
+    Items 1..n_train_items train; the next n_eval_items have query and gallery images. Returns `root`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for item in range(1, n_train_items + n_eval_items + 1):
+        folder = f'img/{"MEN" if item % 2 else "WOMEN"}/{("Denim", "Dresses", "Tees_Tanks")[item % 3]}/id_{item:08d}'
+        (root / 'Img' / folder).mkdir(parents=True)
+        statuses = (['train'] * train_per_item if item <= n_train_items
+                    else ['query'] * query_per_item + ['gallery'] * gallery_per_item)
+        for k, status in enumerate(statuses):
+            name = f'{folder}/{k + 1:02d}_{k % 4 + 1}_{("front", "side", "back", "full")[k % 4]}.jpg'
+            write_image(root / 'Img' / name, 'RGB', image_size, rng)
+            rows.append((name, f'id_{item:08d}', status))
+    width = max(len(name) for name, _, _ in rows) + 4
+    lines = [str(len(rows)), 'image_name'.ljust(width) + 'item_id'.ljust(15) + 'evaluation_status']
+    lines += [name.ljust(width) + item.ljust(15) + status for name, item, status in rows]
+    (root / 'Eval').mkdir(parents=True)
+    (root / 'Eval' / 'list_eval_partition.txt').write_text('\n'.join(lines) + '\n')
+    return root
+
+
+@pytest.fixture
+def make_inshop(tmp_path_factory):
+    """Factory: `make_inshop(**write_inshop's options)` -> path of a fresh folder `inshop/` (see write_inshop)."""
+    def make(**options):
+        return write_inshop(tmp_path_factory.mktemp('data') / 'inshop', **options)
+    return make
+
+
+@pytest.fixture
+def make_image_folder(tmp_path_factory):
+    """Factory: `make_image_folder(classes, image_size=16)` -> path of a folder `images/` holding
+    `<split>/<class>/image_K.jpg` for every {split: {class name: number of images}} in `classes`."""
+    def make(classes, image_size=16):
+        root = tmp_path_factory.mktemp('data') / 'images'
+        rng = np.random.default_rng(4)
+        for split, sizes in classes.items():
+            for k, (name, n_images) in enumerate(sizes.items()):
+                fill_class_folder(root / split / name, n_images, image_size, rng, mode_offset=k)
+        return root
+    return make

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET_FLAG = '--wandb_key'
 HIDDEN = 'HIDDEN'
-SPLITS = ('training', 'testing', 'validation')
+SPLITS = ('training', 'testing', 'query', 'gallery', 'validation')
 
 
 def now():
@@ -80,6 +80,8 @@ def describe_run(script, argv, applied_defaults, data_folder, data):
     return {'command': command_line(script, argv), 'started': now(), 'ended': None,
             'applied_defaults': applied_defaults, 'dataset_folder': data_folder,
             'split_sizes': {split: len(data[split]) for split in SPLITS if data.get(split) is not None},
+            'split_classes': {split: int(len(np.unique(data[split].labels))) for split in SPLITS
+                              if data.get(split) is not None},
             'versions': library_versions(), 'git_commit': git_commit()}
 
 
@@ -91,6 +93,8 @@ def record_start(folder, config, record):
     if record['applied_defaults']:
         logger.info(applied_defaults_line(config.get('dataset'), record['applied_defaults']))
     logger.info('dataset folder: %s | split sizes: %s', record['dataset_folder'],
-                ', '.join(f'{split} {size}' for split, size in record['split_sizes'].items()))
+                ', '.join(f'{split} {size}' + (f' ({record["split_classes"][split]} classes)'
+                                               if split in record.get('split_classes', {}) else '')
+                          for split, size in record['split_sizes'].items()))
     logger.info('versions: %s | git commit: %s', ', '.join(f'{k} {v}' for k, v in record['versions'].items()),
                 record['git_commit'])
