@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The paper's training runs (OBD-SD, Visual Intelligence 2024), one command each.
-# Set datapath to the folder that holds cub200/, cars196/ and online_products/, e.g.
+# The paper's training runs (OBD-SD, Visual Intelligence 2024), one command each, and an In-Shop run (last).
+# Set datapath to the folder that holds cub200/, cars196/, online_products/ (and inshop/), e.g.
 #   datapath=/data/dml bash Sample_Runs/SampleRuns.sh
 # Every command runs as written with --dry_run appended (tests/test_sample_runs.py checks that).
 set -euo pipefail
@@ -88,3 +88,13 @@ python main.py --dataset online_products --kernels 6 --source $datapath/online_p
 --kd_lambda 200.0 --diffusion_w 0.5 --diffusion_tau 0.005 --seed 0 --gpu 0 --bs 112 \
 --samples_per_class 2 --loss multisimilarity_obd_sd --arch resnet50_normalize_frozen_double --PSD --OBDP --embed_dim 512 \
 --tau 70 100 --gamma 0.2
+
+#-------------------
+#   In-Shop (not in the paper)
+#-------------------
+### ResNet50, dim = 128 | MS + OBD-SD. The authors published no In-Shop run: these are the paper's SOP OBD-SD
+### settings (In-Shop, like SOP, has a few images per class), untuned on In-Shop here.
+python main.py --dataset inshop --kernels 6 --source $datapath/inshop --n_epochs 100 \
+--log_online --project OBD_SD --group InShop_MS_obdsd_e100_lamda-100.0_d-w0.5 \
+--kd_lambda 100.0 --diffusion_w 0.5 --diffusion_tau 0.005 --seed 0 --gpu 0 --bs 112 \
+--samples_per_class 2 --loss multisimilarity_obd_sd --arch resnet50_normalize_frozen --PSD --OBDP

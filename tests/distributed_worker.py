@@ -3,7 +3,10 @@
     step SOURCE OUT    one epoch of a single training step at epoch 1 (the teacher term on); rank 0 saves the loss
                        terms and the weights before and after into OUT, every rank its loss into OUT.rank<r>
     shards LENGTH OUT  ShardSampler + gather_shards over a dataset of LENGTH items; rank 0 saves what it gathered
+    evaluate SOURCE OUT  main.evaluate of an untrained network on the In-Shop folder SOURCE (query and gallery
+                       embedded in shards); rank 0 saves the metrics and the gathered embeddings into OUT (npz)
 """
+import json
 import os
 import sys
 
@@ -78,9 +81,30 @@ def shards(length, out):
     distributed.teardown()
 
 
+def evaluate(source, out):
+    flags = tiny_run_flags(source, os.path.dirname(out), **{'--dataset': 'inshop', '--dist_backend': 'gloo',
+                                                            '--arch': 'resnet18_frozen_normalize'})
+    opt = parameters.parse_args(flags)
+    device = distributed.init(opt.dist_backend, opt.gpu, opt.bs, opt.samples_per_class, opt.dist_timeout)
+    seed_everything(opt.seed)
+    data = datasets.select(opt)
+    opt.n_classes = data['training'].n_classes
+    model = architectures.select(opt.arch, opt)
+    loaders = {'': {part: main.make_loader(test_set, 0, device, batch_size=5)
+                    for part, test_set in datasets.test_parts(data).items()}}
+    metrics, embedded = main.evaluate(model, loaders, device, opt)
+    if distributed.is_main():
+        metrics.pop('eval_time_s')
+        np.savez(out, metrics=json.dumps(metrics), **{f'{part}_{i}': array for part, arrays in embedded.items()
+                                                      for i, array in enumerate(arrays)})
+    distributed.teardown()
+
+
 if __name__ == '__main__':
     command, argument, out = sys.argv[1:]
     if command == 'step':
         step(argument, out)
+    elif command == 'evaluate':
+        evaluate(argument, out)
     else:
         shards(int(argument), out)

@@ -63,6 +63,28 @@ def test_sharded_evaluation_gathers_every_sample_once_in_order(tmp_path):
     np.testing.assert_array_equal(gathered['features'], np.stack([np.arange(7) * 10.0, np.arange(7) * 10.0 + 1], 1))
 
 
+def test_two_processes_evaluate_query_and_gallery_as_one(make_inshop, tmp_path):
+    import json
+
+    import distributed_worker
+
+    data = make_inshop(n_train_items=2, n_eval_items=4, query_per_item=2, gallery_per_item=3)  # 8 and 12: padded
+    alone, pair = tmp_path / 'alone.npz', tmp_path / 'pair.npz'
+    distributed_worker.evaluate(str(data), str(alone))  # one process: this one
+    result = torchrun(WORKER, 'evaluate', data, pair)
+    assert result.returncode == 0, result.stderr[-3000:]
+    alone, pair = np.load(alone), np.load(pair)
+    assert sorted(alone.files) == ['gallery_0', 'gallery_1', 'metrics', 'query_0', 'query_1']
+    for name in ('query_0', 'gallery_0'):
+        np.testing.assert_allclose(pair[name], alone[name], rtol=1e-5, atol=1e-6)
+    for name in ('query_1', 'gallery_1'):
+        np.testing.assert_array_equal(pair[name], alone[name])
+    metrics = json.loads(str(alone['metrics']))
+    assert set(metrics) == {'e_recall@1', 'e_recall@10', 'e_recall@20', 'e_recall@30', 'e_recall@40', 'e_recall@50',
+                            'mAP@R'}
+    assert json.loads(str(pair['metrics'])) == pytest.approx(metrics)
+
+
 @pytest.mark.parametrize('main_process', [True, False])
 def test_progress_bars_only_on_the_main_process(main_process, monkeypatch):
     import evaluation.embeddings

@@ -21,9 +21,9 @@ def flag(args, name, default='-'):
 
 @pytest.fixture(scope='module')
 def datapath(tmp_path_factory):
-    """A parent folder holding tiny cub200, cars196 and online_products folders."""
+    """A parent folder holding tiny cub200, cars196, online_products and inshop folders."""
     import numpy as np
-    from conftest import fill_class_folder
+    from conftest import fill_class_folder, write_inshop
 
     parent = tmp_path_factory.mktemp('datapath')
     rng = np.random.default_rng(0)
@@ -37,6 +37,7 @@ def datapath(tmp_path_factory):
     for split, part in (('train', names[:4]), ('test', names[4:])):
         rows = [f'{i + 1} {1 + i // 2 + (0 if split == "train" else 2)} 1 bicycle_final/{n}' for i, n in enumerate(part)]
         (sop / 'Info_Files' / f'Ebay_{split}.txt').write_text('image_id class_id super_class_id path\n' + '\n'.join(rows))
+    write_inshop(parent / 'inshop', image_size=8)
     return parent
 
 
