@@ -173,7 +173,8 @@ def dry_run(opt):
     if opt.applied_defaults:
         print(applied_defaults_line(opt.dataset, opt.applied_defaults))
     print(f'batches: {datasampler.DRAWS[opt.data_sampler]}')
-    print(f'splits listed: {datasets.describe_splits(splits)}')
+    if splits is not None:
+        print(f'splits listed: {datasets.describe_splits(splits)}')
     for warning in warnings:
         print(f'warning: {warning}', file=sys.stderr)
     return 0

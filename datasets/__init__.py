@@ -7,6 +7,7 @@ Each dataset is one module in this package, listed in MODULES, that describes it
 - ROOT_MARKER: a path inside the dataset folder that identifies it in --source (the folder or its parent),
   or a function `resolve_root(source_path)` that finds the folder itself;
 - OPTIONS (optional): names of `opt` attributes that `load_splits` takes as keyword arguments;
+- WRITES_DATA (optional, default False): whether load_splits may write the images first (digits' export);
 - load_splits(root, **options): {'training': Split, 'testing': Split} for leave-one-out evaluation, or
   {'training': Split, 'query': Split, 'gallery': Split} for query/gallery retrieval, where query and gallery
   share one labelling.
@@ -59,11 +60,14 @@ def resolve_root(dataset, source_path):
                     f'"{module.ROOT_MARKER}"; download it from {module.DOWNLOAD_PAGE} and pass its folder as --source')
 
 
-def load_splits(opt):
+def load_splits(opt, write=True):
     """The dataset folder of `opt.dataset`, the Splits its files list (no image is opened) and the warnings
-    about them (sizes other than the published archive's, test classes seen in training)."""
+    about them (sizes other than the published archive's, test classes seen in training). Without `write`, a
+    dataset that would first write its images (digits) gives None and no warnings instead of Splits."""
     module = module_of(opt.dataset)
     root = resolve_root(opt.dataset, opt.source_path)
+    if not write and getattr(module, 'WRITES_DATA', False):
+        return root, None, []
     options = {name: getattr(opt, name) for name in getattr(module, 'OPTIONS', ())}
     splits = module.load_splits(root, **options)
     return root, splits, split_warnings(module, root, splits, MODULES)

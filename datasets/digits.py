@@ -16,6 +16,7 @@ NAME = 'digits'
 DOWNLOAD_PAGE = None  # built in
 DEFAULT_METRICS = cub200.DEFAULT_METRICS
 PUBLISHED_SIZES = None
+WRITES_DATA = True  # load_splits exports the images on first use
 
 N_DIGITS = 10
 N_IMAGES = 1797  # the size of sklearn.datasets.load_digits()

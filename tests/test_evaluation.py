@@ -300,5 +300,5 @@ def test_training_evaluation_passes_amp_on(monkeypatch, amp):
     monkeypatch.setattr(evaluation, 'extract_embeddings', recording_extract)
     opt = argparse.Namespace(amp=amp, evaluation_metrics=['e_recall@1'], evaluate_on_gpu=False, seed=0)
     loader = argparse.Namespace(dataset=[0] * 4)
-    main.evaluate(torch.nn.Identity(), {'': loader, 'val_': loader}, torch.device('cpu'), opt)
+    main.evaluate(torch.nn.Identity(), {'': {'testing': loader}, 'val_': {'testing': loader}}, torch.device('cpu'), opt)
     assert calls == [amp, amp]

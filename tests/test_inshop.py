@@ -108,7 +108,9 @@ def test_inshop_run_reports_query_gallery_metrics_its_exported_embeddings_give(m
     assert Test_pretrained_models.main(['--dataset', 'inshop', '--source', str(root), '--kernels', '0',
                                         '--image_size', '32', '--evaluation_metrics', *metrics,
                                         '--checkpoint', str(folder / 'best_e_recall@1.pth'),
-                                        '--save_embeddings', str(npz_path), '--out', str(out)]) == 0
+                                        '--save_embeddings', str(npz_path), '--out', str(out),
+                                        '--plots', str(tmp_path / 'plots')]) == 0
+    assert sorted(os.listdir(tmp_path / 'plots')) == ['checkpoint_retrieval.png', 'checkpoint_tsne.png']
     npz = np.load(npz_path)
     assert sorted(npz.files) == sorted(f'{part}_{key}' for part in ('query', 'gallery')
                                        for key in ('features', 'labels', 'paths'))

@@ -102,6 +102,19 @@ def test_clustering_metrics_cluster_query_and_gallery_together(monkeypatch):
     assert metrics == {'nmi': pytest.approx(1.0), 'f1': pytest.approx(1.0)}
 
 
+def test_retrieval_grid_neighbours_come_from_the_gallery_without_self_exclusion():
+    from evaluation.figures import nearest_neighbours
+
+    queries, _, gallery, _ = query_gallery()
+    picked = np.array([0, 3, 5])
+    found = nearest_neighbours(queries, picked, 4, gallery=gallery)
+    sims = (queries[picked] / np.linalg.norm(queries[picked], axis=1, keepdims=True)) @ \
+        (gallery / np.linalg.norm(gallery, axis=1, keepdims=True)).T
+    np.testing.assert_array_equal(found, np.argsort(-sims, axis=1, kind='stable')[:, :4])
+    same = np.eye(3, dtype=np.float32)
+    assert nearest_neighbours(same, np.arange(3), 1, gallery=same)[:, 0].tolist() == [0, 1, 2]
+
+
 def test_test_embeddings_choose_the_protocol():
     queries, query_labels, gallery, gallery_labels = query_gallery()
     both = {'query': (queries, query_labels), 'gallery': (gallery, gallery_labels)}
