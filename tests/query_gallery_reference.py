@@ -15,7 +15,8 @@ def ranked_gallery(queries, gallery):
 def recall_at_k(queries, query_labels, gallery, gallery_labels, k):
     """Fraction of queries with a same-class gallery image among their k nearest gallery images."""
     order = ranked_gallery(queries, gallery)
-    return float(np.mean([np.any(gallery_labels[row[:k]] == label) for row, label in zip(order, query_labels, strict=True)]))
+    hits = [np.any(gallery_labels[row[:k]] == label) for row, label in zip(order, query_labels, strict=True)]
+    return float(np.mean(hits))
 
 
 def map_at_r(queries, query_labels, gallery, gallery_labels):

@@ -62,7 +62,8 @@ def test_digits_run_records_itself_and_draws_retrieval_after_epoch_0(tmp_path, m
     assert 'command: python main.py --dataset digits' in log[0]
     assert 'configuration: {' in log[1]
     assert 'digits defaults applied where you set nothing: --arch resnet18_normalize' in log[2]
-    assert f'dataset folder: {tmp_path / "digits"} | split sizes: training 901 (5 classes), testing 896 (5 classes)' in log[3]
+    assert (f'dataset folder: {tmp_path / "digits"} | split sizes: training 901 (5 classes), '
+            'testing 896 (5 classes)') in log[3]
     assert 'versions: torch ' in log[4] and 'git commit: ' in log[4]
 
     pixels = np.asarray(Image.open(folder / 'retrieval.png').convert('RGB'))
