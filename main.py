@@ -165,8 +165,8 @@ def run_name(opt):
 
 def dry_run(opt):
     """Check the dataset path and its split files, print the resolved configuration and the split sizes (the
-    warnings about them on stderr), decode no image, build nothing."""
-    root, splits, warnings = datasets.load_splits(opt)
+    warnings about them on stderr); decode no image, build nothing, export no digits."""
+    root, splits, warnings = datasets.load_splits(opt, write=False)
     config = plain_config(opt)
     config['resolved_dataset_folder'] = root
     print(json.dumps(config, indent=2))

@@ -154,3 +154,9 @@ def test_the_counts_of_another_dataset_are_named():
                                   datasets.MODULES) is None
     more = dict(cub200.PUBLISHED_SIZES, testing=(6000, 100))
     assert 'extra or other files' in published_size_warning(cub200, '/d', counted_splits(more), datasets.MODULES)
+
+
+def test_dry_run_lists_no_digits_it_would_have_to_export(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    assert run_main('--dataset', 'digits', '--dry_run') == 0
+    assert not (tmp_path / 'cache').exists() and 'splits listed' not in capsys.readouterr().out
