@@ -12,7 +12,7 @@ import csv
 import os
 
 from datasets import cub200
-from datasets.image_folder import Split, list_images
+from datasets.image_folder import IMAGE_EXTENSIONS, Split, list_images
 from utilities.errors import UserError
 
 NAME = 'folder'
@@ -54,9 +54,13 @@ def read_class_folders(root):
             continue
         classes = {}
         for name in sorted(os.listdir(split_dir)):
-            if not name.startswith('.') and os.path.isdir(os.path.join(split_dir, name)):
-                classes[name] = list_images(os.path.join(split_dir, name))
-        by_split[split] = {name: paths for name, paths in classes.items() if paths}
+            class_dir = os.path.join(split_dir, name)
+            if not name.startswith('.') and os.path.isdir(class_dir):
+                classes[name] = list_images(class_dir)
+                if not classes[name]:
+                    raise UserError(f'class folder {class_dir} has no images; add images '
+                                    f'({", ".join(IMAGE_EXTENSIONS)}) or remove the folder')
+        by_split[split] = classes
     if not by_split:
         raise UserError(f'{root} has neither a {SPLIT_FILE} nor train/ and test/ (or query/ and gallery/) class '
                         'folders; see README, "Your own images"')
@@ -68,7 +72,6 @@ def read_list(path, root):
     if not os.path.isfile(path):
         raise UserError(f'--split_file {path} does not exist')
     by_split, origins, first_row = {}, {}, {}
-    root_real = os.path.realpath(root)
     try:
         with open(path, encoding='utf-8-sig', newline='') as stream:
             reader = csv.DictReader(stream)
@@ -76,7 +79,8 @@ def read_list(path, root):
             if missing:
                 raise UserError(f'{path}, row 1: the header lacks the column(s) {", ".join(missing)}; expected '
                                 f'"{",".join(COLUMNS)}"')
-            for row_number, row in enumerate(reader, start=2):
+            for row in reader:
+                row_number = reader.line_num  # the file's line, blank lines counted
                 where = f'{path}, row {row_number}'
                 relative, label, split = ((row[column] or '').strip() for column in COLUMNS)
                 if not relative:
@@ -85,10 +89,10 @@ def read_list(path, root):
                     raise UserError(f'{where}: empty label')
                 if split not in SPLIT_NAMES:
                     raise UserError(f'{where}: unknown split {split!r}; expected one of {", ".join(SPLIT_NAMES)}')
-                image_path = os.path.normpath(os.path.join(root, relative))
-                if os.path.isabs(relative) or os.path.commonpath([root_real, os.path.realpath(image_path)]) \
-                        != root_real:
+                inside = os.path.normpath(relative)
+                if os.path.isabs(relative) or inside == os.pardir or inside.startswith(os.pardir + os.sep):
                     raise UserError(f'{where}: the path {relative} leaves {root}; paths are relative to that folder')
+                image_path = os.path.join(root, inside)
                 if image_path in first_row:
                     raise UserError(f'{where}: {relative} is listed again (first in row {first_row[image_path]})')
                 first_row[image_path] = row_number

@@ -114,6 +114,13 @@ def test_test_classes_seen_in_training_are_allowed_with_a_warning(make_image_fol
         data['warnings'][0]
 
 
+def test_an_empty_class_folder_is_named(make_image_folder):
+    root = make_image_folder(LEAVE_ONE_OUT)
+    (root / 'test' / 'leer').mkdir()
+    with pytest.raises(UserError, match='class folder .*test/leer has no images'):
+        datasets.load_splits(folder_opt(root))
+
+
 def test_a_folder_without_either_layout_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match='neither a split.csv nor train/ and test/'):
         datasets.load_splits(folder_opt(tmp_path))
