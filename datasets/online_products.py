@@ -15,7 +15,8 @@ HEADER = ['image_id', 'class_id', 'super_class_id', 'path']
 
 
 def read_split_file(list_path, images_dir):
-    """[(image path, class id, super-class id)] from one Ebay_*.txt file (header, then `image_id class_id super_class_id path`)."""
+    """[(image path, class id, super-class id, line number)] from one Ebay_*.txt file (a header, then rows
+    `image_id class_id super_class_id path`)."""
     if not os.path.isfile(list_path):
         raise UserError(f'{list_path} is missing; it ships with the Stanford Online Products archive')
     with open(list_path, encoding='utf-8') as lines:
@@ -28,20 +29,21 @@ def read_split_file(list_path, images_dir):
             continue
         if len(fields) != 4 or not (fields[1].isdigit() and fields[2].isdigit()):
             raise UserError(f'{list_path}, line {line_number}: expected "image_id class_id super_class_id path"')
-        entries.append((os.path.join(images_dir, fields[3]), int(fields[1]), int(fields[2])))
+        entries.append((os.path.join(images_dir, fields[3]), int(fields[1]), int(fields[2]), line_number))
     return entries
 
 
 def labelled_split(entries, list_path):
     """A Split whose labels number the class ids 0..C-1 in increasing id order; names are the ids, groups
     the super-class ids."""
-    super_class_of = {class_id: super_class for _, class_id, super_class in entries}
+    super_class_of = {class_id: super_class for _, class_id, super_class, _ in entries}
     class_ids = sorted(super_class_of)
     if len(class_ids) < 2:
         raise UserError(f'{list_path} lists {len(class_ids)} class(es); a split needs at least 2')
     label_of = {class_id: label for label, class_id in enumerate(class_ids)}
-    return Split([(path, label_of[class_id]) for path, class_id, _ in entries], [str(i) for i in class_ids],
-                 [super_class_of[class_id] for class_id in class_ids])
+    return Split([(path, label_of[class_id]) for path, class_id, _, _ in entries], [str(i) for i in class_ids],
+                 [super_class_of[class_id] for class_id in class_ids],
+                 origins={path: f'{list_path}, line {line}' for path, _, _, line in entries})
 
 
 def load_splits(root):
