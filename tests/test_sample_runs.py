@@ -1,4 +1,5 @@
-"""Every command of Sample_Runs/SampleRuns.sh passes --dry_run, and together they cover the paper's runs."""
+"""Every command of Sample_Runs/SampleRuns.sh and vit_runs.sh passes --dry_run; SampleRuns.sh covers the paper's runs,
+vit_runs.sh MS and MS + OBD-SD with a ViT-S/16 DINO on each dataset."""
 import csv
 import json
 import os
@@ -10,8 +11,8 @@ from authors_checkpoint import FIXTURES
 from runs import ROOT, run_main
 
 
-def sample_commands():
-    text = open(os.path.join(ROOT, 'Sample_Runs', 'SampleRuns.sh')).read().replace('\\\n', ' ')
+def sample_commands(script='SampleRuns.sh'):
+    text = open(os.path.join(ROOT, 'Sample_Runs', script)).read().replace('\\\n', ' ')
     return [shlex.split(line)[2:] for line in text.splitlines() if line.startswith('python main.py')]
 
 
@@ -21,7 +22,7 @@ def flag(args, name, default='-'):
 
 @pytest.fixture(scope='module')
 def datapath(tmp_path_factory):
-    """A parent folder holding tiny cub200, cars196 and online_products folders."""
+    """A parent folder holding tiny cub200, cars196, online_products and inshop folders."""
     import numpy as np
     from conftest import fill_class_folder
 
@@ -37,11 +38,34 @@ def datapath(tmp_path_factory):
     for split, part in (('train', names[:4]), ('test', names[4:])):
         rows = [f'{i + 1} {1 + i // 2 + (0 if split == "train" else 2)} 1 bicycle_final/{n}' for i, n in enumerate(part)]
         (sop / 'Info_Files' / f'Ebay_{split}.txt').write_text('image_id class_id super_class_id path\n' + '\n'.join(rows))
+    write_inshop(parent / 'inshop', rng)
     return parent
 
 
-@pytest.mark.parametrize('args', sample_commands(), ids=lambda args: flag(args, '--group'))
+def write_inshop(root, rng):
+    """In-Shop's layout (Img/img/<MEN|WOMEN>/<category>/id_N/*.jpg, Eval/list_eval_partition.txt): 2 training items,
+    2 items with query and gallery images."""
+    from conftest import fill_class_folder
+
+    rows = []
+    for item in range(4):
+        folder = root / 'Img' / 'img' / 'MEN' / 'Denim' / f'id_{item + 1:08d}'
+        names = fill_class_folder(folder, 2, 8, rng, mode_offset=item)
+        statuses = ['train', 'train'] if item < 2 else ['query', 'gallery']
+        rows += [f'img/MEN/Denim/id_{item + 1:08d}/{name} id_{item + 1:08d} {status}'
+                 for name, status in zip(names, statuses)]
+    (root / 'Eval').mkdir()
+    (root / 'Eval' / 'list_eval_partition.txt').write_text(
+        f'{len(rows)}\nimage_name item_id evaluation_status\n' + '\n'.join(rows) + '\n')
+
+
+@pytest.mark.parametrize('args', sample_commands() + sample_commands('vit_runs.sh'),
+                         ids=lambda args: flag(args, '--group'))
 def test_sample_run_passes_dry_run(args, datapath, capsys):
+    import datasets
+
+    if flag(args, '--dataset') not in datasets.DATASETS:  # --dataset inshop comes with issue 16's datasets/inshop.py
+        pytest.skip(f'--dataset {flag(args, "--dataset")} is not a dataset of this version yet')
     args = [a.replace('$datapath', str(datapath)) for a in args]
     assert run_main(*args, '--dry_run') == 0
     printed = capsys.readouterr().out
@@ -67,3 +91,14 @@ def test_sample_runs_cover_the_papers_runs():
         assert ('--PSD' in args) == (row['PSD'] == 'yes') and ('--OBDP' in args) == (row['OBDP'] == 'yes')
     psd_only = [args for args in commands.values() if '--PSD' in args and '--OBDP' not in args]
     assert {flag(args, '--dataset') for args in psd_only} == {'cub200', 'cars196', 'online_products'}
+
+
+def test_vit_runs_are_ms_and_ms_obd_sd_with_a_dino_vit_on_every_dataset():
+    commands = sample_commands('vit_runs.sh')
+    settings = {(flag(args, '--dataset'), '--PSD' in args and '--OBDP' in args) for args in commands}
+    assert settings == {(dataset, obd_sd) for dataset in ('cub200', 'cars196', 'online_products', 'inshop')
+                        for obd_sd in (False, True)}
+    assert len(commands) == len(settings)
+    for args in commands:
+        assert flag(args, '--arch') == 'vit_small_patch16_224.dino_normalize' and flag(args, '--optim') == 'adamw'
+        assert (flag(args, '--lr'), flag(args, '--decay'), flag(args, '--clip_grad')) == ('1e-5', '0.01', '3')
