@@ -53,7 +53,7 @@ def write_inshop(root, rng):
         names = fill_class_folder(folder, 2, 8, rng, mode_offset=item)
         statuses = ['train', 'train'] if item < 2 else ['query', 'gallery']
         rows += [f'img/MEN/Denim/id_{item + 1:08d}/{name} id_{item + 1:08d} {status}'
-                 for name, status in zip(names, statuses)]
+                 for name, status in zip(names, statuses, strict=True)]
     (root / 'Eval').mkdir()
     (root / 'Eval' / 'list_eval_partition.txt').write_text(
         f'{len(rows)}\nimage_name item_id evaluation_status\n' + '\n'.join(rows) + '\n')

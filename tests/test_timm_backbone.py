@@ -16,7 +16,8 @@ VIT = 'vit_tiny_patch16_224'
 @pytest.fixture(scope='module')
 def timm_weights(tmp_path_factory):
     """A randomly initialised timm ViT-Tiny at 32 px (with its 1000-class head), saved by timm as .pth and
-    .safetensors: {'state': its state dict, 'pth': path, 'safetensors': path}."""
+    .safetensors, and without its head in DINO's layout (dino_deitsmall16_pretrain.pth has timm's key names and no
+    head), wrapped as a training checkpoint: {'state': its state dict, 'pth' / 'safetensors' / 'dino_layout': path}."""
     import safetensors.torch
 
     torch.manual_seed(3)
@@ -24,14 +25,16 @@ def timm_weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp('timm_weights')
     torch.save(state, folder / 'W.pth')
     safetensors.torch.save_file(state, str(folder / 'W.safetensors'))
-    return {'state': state, 'pth': str(folder / 'W.pth'), 'safetensors': str(folder / 'W.safetensors')}
+    torch.save({'model': backbone_tensors(state), 'epoch': 100}, folder / 'dino_layout.pth')
+    return {'state': state, 'pth': str(folder / 'W.pth'), 'safetensors': str(folder / 'W.safetensors'),
+            'dino_layout': str(folder / 'dino_layout.pth')}
 
 
 def backbone_tensors(state):
     return {name: tensor for name, tensor in state.items() if not name.startswith('head.')}
 
 
-@pytest.mark.parametrize('kind', ['pth', 'safetensors'])
+@pytest.mark.parametrize('kind', ['pth', 'safetensors', 'dino_layout'])
 def test_a_timm_state_dict_loads_with_every_backbone_tensor_unchanged(timm_weights, kind):
     network = architectures.build(f'{VIT}_normalize', 8, pretrained=True, pretrained_path=timm_weights[kind],
                                   image_size=32)
