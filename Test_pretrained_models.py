@@ -64,12 +64,13 @@ def checked_paths(paths):
 
 
 def network_for(path, opt, explicit):
-    """The network a checkpoint needs: our checkpoints say their arch and embed_dim unless flags set them."""
+    """The network a checkpoint needs: our checkpoints say their arch, embed_dim and image_size unless flags set
+    them (the image size matters for patch models, built for one size)."""
     checkpoint = read_checkpoint(path)
     config = checkpoint.get('config', {}) if isinstance(checkpoint, dict) else {}
-    arch = opt.arch if 'arch' in explicit or 'arch' not in config else config['arch']
-    embed_dim = opt.embed_dim if 'embed_dim' in explicit or 'embed_dim' not in config else config['embed_dim']
-    model = architectures.build(arch, embed_dim, pretrained=False)
+    arch, embed_dim, image_size = (getattr(opt, name) if name in explicit or name not in config else config[name]
+                                   for name in ('arch', 'embed_dim', 'image_size'))
+    model = architectures.build(arch, embed_dim, pretrained=False, image_size=image_size)
     load_checkpoint_into(model, checkpoint, path)
     return model
 
@@ -89,6 +90,7 @@ def main(argv=None):
         paths = checked_paths(released_checkpoints(opt.checkpoint_root, opt.dataset, opt.PSD, opt.OBDP, opt.embed_dim))
         metric_names += [name for name in ('e_recall@1', 'nmi') if name not in metric_names]
     models = {kind: network_for(path, opt, explicit) for kind, path in paths.items()}
+    opt.image_size = next(iter(models.values())).image_size  # the test images at the size the network was built for
 
     device = select_device(opt.gpu)
     data = datasets.select(opt)

@@ -108,7 +108,8 @@ def main(argv=None):
                 sampler.set_epoch(epoch, start_batch=progress.step)
                 try:
                     progress = train_one_epoch(network, teacher, criterion, optimizer, train_loader, device, epoch,
-                                               progress, stop, opt.skip_nonfinite, amp=opt.amp, channels_last=opt.amp)
+                                               progress, stop, opt.skip_nonfinite, amp=opt.amp, channels_last=opt.amp,
+                                               clip_grad=opt.clip_grad)
                 except NonFiniteLoss as error:
                     raise UserError(f'{error}; {last_checkpoint_note(folder)}; lower --lr, or pass '
                                     f'--skip_nonfinite to skip such batches') from None

@@ -1,17 +1,23 @@
-"""The embedding network: a backbone's feature map, pooled, then a linear head `last_linear`."""
+"""The embedding network: a backbone's pooled features, then a linear head `last_linear`."""
 import torch.nn as nn
 import torch.nn.functional as F
+
+from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 class EmbeddingNet(nn.Module):
     """Backbone features -> global pooling -> `model.last_linear` -> optional L2 normalisation.
 
     Subclasses hold the backbone as `self.model` (so state-dict keys read `model.conv1.weight`, as in the
-    authors' released checkpoints) and implement `feature_map(x)`.
+    authors' released checkpoints) and implement `feature_map(x)`, or `pooled_features(x)` where the backbone pools.
     frozen_bn: every BatchNorm stays in eval mode (running statistics never updated), also after `train()`;
       their affine weights still learn, as in the original code.
     double_pool: global average pooling plus global max pooling, summed.
+    input_mean, input_std: the per-channel statistics the input is normalised with (datasets.transforms
+      .to_network_input), those the backbone's pretrained weights expect: ImageNet's unless a subclass says otherwise.
     """
+    input_mean = IMAGENET_MEAN
+    input_std = IMAGENET_STD
 
     def __init__(self, feature_dim, embed_dim, normalize, frozen_bn, double_pool):
         super().__init__()
@@ -24,12 +30,16 @@ class EmbeddingNet(nn.Module):
     def feature_map(self, x):
         raise NotImplementedError
 
-    def forward(self, x):
+    def pooled_features(self, x):
+        """B x feature_dim: the feature map average-pooled (plus max-pooled with double_pool)."""
         features = self.feature_map(x)
         pooled = F.adaptive_avg_pool2d(features, 1)
         if self.double_pool:
             pooled = pooled + F.adaptive_max_pool2d(features, 1)
-        embeddings = self.model.last_linear(pooled.flatten(1))
+        return pooled.flatten(1)
+
+    def forward(self, x):
+        embeddings = self.model.last_linear(self.pooled_features(x))
         return F.normalize(embeddings, dim=-1) if self.normalize else embeddings
 
     def train(self, mode=True):

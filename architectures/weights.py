@@ -12,15 +12,23 @@ def unavailable(what, reason):
         f'({torch.hub.get_dir()}/checkpoints), or pass --pretrained_path FILE, or train from scratch with --not_pretrained')
 
 
-def load_weights_file(path):
-    """A state dict from a weights file, loaded without unpickling code."""
+def read_weights_file(path):
+    """What a weights file holds (a .safetensors file, else torch.save's formats), loaded without unpickling code."""
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
+        if str(path).endswith('.safetensors'):
+            import safetensors.torch
+            return safetensors.torch.load_file(path, device='cpu')
+        return torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
         raise UserError(f'--pretrained_path {path} does not exist; give the path of an ImageNet weights file') from None
     except Exception as error:
         raise UserError(f'--pretrained_path {path} is not a loadable weights file ({type(error).__name__}); '
                         f'give a plain state-dict file') from None
+
+
+def load_weights_file(path):
+    """A state dict from a weights file, loaded without unpickling code."""
+    state = read_weights_file(path)
     if not isinstance(state, dict):
         raise UserError(f'--pretrained_path {path} holds no state dict; give a plain state-dict file')
     return state.get('state_dict', state)

@@ -39,7 +39,8 @@ import datasets  # noqa: E402
 import parameters  # noqa: E402
 from benchmarks.photos import CUB_LIKE, write_cub200_folder, write_photos  # noqa: E402
 from datasets.image_dataset import ImageDataset, decoded_rgb  # noqa: E402
-from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, make_transform, to_network_input  # noqa: E402
+from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, make_transform, normalisation_of,  # noqa: E402
+                                 to_network_input)
 from main import make_loader  # noqa: E402
 from utilities.optimization import build_optimizer  # noqa: E402
 from utilities.stop_signals import StopSignals  # noqa: E402
@@ -212,7 +213,7 @@ def measure_steps(args, device):
     batch = uint8_batch(args.bs, args.image_size)
     trainers = {name: Trainer(args, flags, args.image_size, device) for name, flags in STEP_SETTINGS.items()}
     ceiling_model = trainers['MS'].model
-    ceiling_input = to_network_input(batch[1], device, args.channels_last)
+    ceiling_input = to_network_input(batch[1], device, args.channels_last, *normalisation_of(ceiling_model))
     candidates = {name: (lambda trainer=trainer: trainer.epoch([batch] * args.steps_per_unit))
                   for name, trainer in trainers.items()}
     candidates['bare fwd+bwd'] = lambda: sum(bare_forward_backward(ceiling_model, ceiling_input, args.amp, device)()
@@ -248,7 +249,8 @@ def measure_epoch(args, device, folder):
                             training.transform, 'repeated training images')
     sampler = datasampler.select(trainer.opt, repeated.labels)
     loader = make_loader(repeated, args.workers, device, batch_sampler=sampler)
-    ceiling_input = to_network_input(uint8_batch(args.bs, size)[1], device, args.channels_last)
+    ceiling_input = to_network_input(uint8_batch(args.bs, size)[1], device, args.channels_last,
+                                     *normalisation_of(trainer.model))
     ceiling = bare_forward_backward(trainer.model, ceiling_input, args.amp, device)
     on_device = [uint8_batch(args.bs, size)] * len(loader)
 

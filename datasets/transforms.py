@@ -1,7 +1,8 @@
 """Image pipelines for training and evaluation, by augmentation name, and the network-input conversion.
 
 A pipeline turns an image file into a uint8 tensor (3 x S x S) in the data-loading workers; the
-conversion to float and the ImageNet normalisation happen on the device, in `to_network_input`.
+conversion to float and the normalisation (the network's mean and std: ImageNet's for the ResNets) happen on the
+device, in `to_network_input`.
 The random parameters are torchvision's (RandomResizedCrop.get_params, RandomHorizontalFlip, ...),
 drawn from the torch RNG in the same order as a torchvision Compose would draw them. The crop is
 resized on the uint8 tensor by torch's antialiased bilinear kernel (within one grey level of
@@ -122,7 +123,7 @@ def make_transform(train, augmentation, image_size, draft=True, pil_resampling=F
     - 'adv':  'base' plus RandomGrayscale(0.2) and ColorJitter(0.2, 0.2, 0.2, 0.2).
     - 'big':  like 'base' with crops of r instead of s (eval Resize(r) + CenterCrop(r)).
     - 'red':  reduced: train Resize(r) + RandomCrop(s) + HorizontalFlip; eval as 'base'.
-    The ImageNet mean/std normalisation follows on the device (`to_network_input`). `draft` and
+    The mean/std normalisation follows on the device (`to_network_input`). `draft` and
     `pil_resampling`: see ImagePipeline.
     """
     if augmentation not in AUGMENTATIONS:
@@ -141,23 +142,31 @@ def make_transform(train, augmentation, image_size, draft=True, pil_resampling=F
 
 
 @functools.lru_cache(maxsize=None)
-def _normalisation(device):
-    """(255 * mean, 1 / (255 * std)) as 1 x 3 x 1 x 1 float32 tensors on `device`, made once per device."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+def _normalisation(device, mean, std):
+    """(255 * mean, 1 / (255 * std)) as 1 x 3 x 1 x 1 float32 tensors on `device`, made once per device and pair."""
+    mean = torch.tensor(mean).view(1, 3, 1, 1)
+    std = torch.tensor(std).view(1, 3, 1, 1)
     return (mean * 255).to(device), (1 / (std * 255)).to(device)
 
 
-def to_network_input(images, device, channels_last=False):
-    """A loader's uint8 batch (B x 3 x S x S) as the networks' input: float32 on `device`, ImageNet-normalised.
+def normalisation_of(network):
+    """(mean, std) that `network` wants its input normalised with: its `input_mean` and `input_std` (looked up
+    through a DistributedDataParallel wrapper), ImageNet's for a network without them."""
+    if isinstance(network, torch.nn.parallel.DistributedDataParallel):
+        network = network.module
+    return tuple(getattr(network, 'input_mean', IMAGENET_MEAN)), tuple(getattr(network, 'input_std', IMAGENET_STD))
 
-    The same numbers as torchvision's ToTensor + Normalize(IMAGENET_MEAN, IMAGENET_STD) up to float rounding.
+
+def to_network_input(images, device, channels_last=False, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """A loader's uint8 batch (B x 3 x S x S) as the networks' input: float32 on `device`, normalised per channel
+    (ImageNet's mean and std unless given; a network's own: `normalisation_of(network)`).
+
+    The same numbers as torchvision's ToTensor + Normalize(mean, std) up to float rounding.
     """
     if images.dtype != torch.uint8:
         raise TypeError(f'to_network_input expects the uint8 batches of datasets.transforms, got {images.dtype}')
     device = torch.device(device)
     images = images.to(device, non_blocking=True)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    shift, scale = _normalisation(device)
+    shift, scale = _normalisation(device, tuple(mean), tuple(std))
     return images.to(torch.float32, memory_format=memory_format).sub_(shift).mul_(scale)
-

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets.transforms import to_network_input
+from datasets.transforms import normalisation_of, to_network_input
 from utilities import distributed
 
 AMP_NOTE = ('--amp: test images are embedded in bfloat16; metrics may differ from a float32 evaluation '
@@ -27,11 +27,12 @@ def extract_embeddings(model, loader, device, amp=False):
     was_training = model.training
     model.eval()
     features, labels = [], []
+    normalisation = normalisation_of(model)
     try:
         with torch.inference_mode(), embedding_autocast(device.type, amp):
             bars = None if distributed.is_main() else True  # None: shown on a terminal; under torchrun rank 0 only
             for batch_labels, images, _ in tqdm(loader, desc='Embedding', leave=False, disable=bars):
-                output = model(to_network_input(images, device))
+                output = model(to_network_input(images, device, False, *normalisation))
                 embeddings = output[0] if isinstance(output, (tuple, list)) else output
                 features.append(embeddings.float().cpu())
                 labels.append(torch.as_tensor(batch_labels).reshape(-1))

@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py, alone (`python`) or under `torchrun --nproc_per_node=2`:
 
-    step SOURCE OUT    one epoch of a single training step at epoch 1 (the teacher term on); rank 0 saves the loss
-                       terms and the weights before and after into OUT, every rank its loss into OUT.rank<r>
+    step SOURCE OUT ARCH...  for each ARCH, one epoch of a single training step at epoch 1 (the teacher term on);
+                       rank 0 saves the loss terms and the weights before and after into OUT.<ARCH>, every rank its
+                       loss into OUT.<ARCH>.rank<r>
     shards LENGTH OUT  ShardSampler + gather_shards over a dataset of LENGTH items; rank 0 saves what it gathered
     evaluate SOURCE OUT  main.evaluate of an untrained network on the In-Shop folder SOURCE (query and gallery
                        embedded in shards); rank 0 saves the metrics and the gathered embeddings into OUT (npz)
@@ -29,8 +30,8 @@ from utilities.stop_signals import StopSignals  # noqa: E402
 from utilities.teacher import make_teacher  # noqa: E402
 from utilities.training import EpochProgress, train_one_epoch  # noqa: E402
 
-# 8 images of 4 training classes: one batch of 4 classes x 2; frozen BatchNorm makes each sample's embedding
-# independent of the others in its slice; SGD (unlike Adam) shows any error in the gradient's scale.
+# 8 images of 4 training classes: one batch of 4 classes x 2; frozen BatchNorm (a ViT has LayerNorm) makes each
+# sample's embedding independent of the others in its slice; SGD (unlike Adam) shows any error in the gradient's scale.
 STEP_FLAGS = {'--arch': 'resnet18_frozen_normalize', '--bs': 8, '--samples_per_class': 2, '--optim': 'sgd',
               '--lr': 0.05, '--dist_backend': 'gloo'}
 EPOCH = 1
@@ -44,11 +45,19 @@ def perturb(teacher):
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
 
 
-def step(source, out):
+def step(source, out, archs):
+    """The step of each arch in turn (one process group for all: torchrun's start-up is the slow part)."""
     opt = parameters.parse_args(tiny_run_flags(source, os.path.dirname(out), **STEP_FLAGS))
     device = distributed.init(opt.dist_backend, opt.gpu, opt.bs, opt.samples_per_class, opt.dist_timeout)
-    seed_everything(opt.seed)
     data = datasets.select(opt)
+    for arch in archs:
+        opt.arch = arch
+        arch_step(opt, data, device, f'{out}.{arch}')
+    distributed.teardown()
+
+
+def arch_step(opt, data, device, out):
+    seed_everything(opt.seed)
     opt.n_classes = data['training'].n_classes
     sampler = datasampler.select(opt, data['training'].labels)
     sampler.set_epoch(EPOCH)
@@ -67,7 +76,6 @@ def step(source, out):
     torch.save(losses, f'{out}.rank{distributed.rank()}')
     if distributed.is_main():
         torch.save({**losses, 'before': before, 'after': model.state_dict()}, out)
-    distributed.teardown()
 
 
 def shards(length, out):
@@ -101,9 +109,9 @@ def evaluate(source, out):
 
 
 if __name__ == '__main__':
-    command, argument, out = sys.argv[1:]
+    command, argument, out, *archs = sys.argv[1:]
     if command == 'step':
-        step(argument, out)
+        step(argument, out, archs)
     elif command == 'evaluate':
         evaluate(argument, out)
     else:

@@ -85,7 +85,7 @@ def test_bninception_converts_rgb_to_bgr_255():
 
 
 def test_select_warns_for_frozen_without_weights(caplog):
-    opt = argparse.Namespace(embed_dim=8, not_pretrained=True, pretrained_path=None)
+    opt = argparse.Namespace(embed_dim=8, not_pretrained=True, pretrained_path=None, image_size=32)
     architectures.select('resnet18_frozen', opt)
     assert 'frozen BatchNorm' in caplog.text
 

@@ -30,28 +30,31 @@ def one_process(*args):
                           text=True, timeout=240)
 
 
+STEP_ARCHS = ('resnet18_frozen_normalize', 'vit_tiny_patch16_224_normalize')
+
+
 def test_two_processes_take_the_one_process_step(make_cub200, tmp_path):
     data = make_cub200(n_classes=8, per_class=2)
-    alone, pair = tmp_path / 'alone.pt', tmp_path / 'pair.pt'
-    result = one_process(WORKER, 'step', data, alone)
+    result = one_process(WORKER, 'step', data, tmp_path / 'alone', *STEP_ARCHS)
     assert result.returncode == 0, result.stderr[-3000:]
-    result = torchrun(WORKER, 'step', data, pair)
+    result = torchrun(WORKER, 'step', data, tmp_path / 'pair', *STEP_ARCHS)
     assert result.returncode == 0, result.stderr[-3000:]
-    alone, pair, pair_rank1 = (torch.load(path, weights_only=True) for path in (alone, pair, f'{pair}.rank1'))
-
-    assert alone['loss_kd'] > 0  # the teacher term is on, and part of the comparison
-    for key in ('loss', 'loss_rank', 'loss_kd'):
-        assert pair[key] == pytest.approx(alone[key], rel=1e-5), key
-        assert pair_rank1[key] == pair[key], key  # every rank logs the loss of the whole global batch
-    assert alone['before'].keys() == pair['before'].keys()
-    moved = 0
-    for name, start in alone['before'].items():
-        torch.testing.assert_close(pair['before'][name], start)
-        update, pair_update = alone['after'][name] - start, pair['after'][name] - start
-        if update.is_floating_point() and update.abs().max() > 0:
-            moved += 1
-            torch.testing.assert_close(pair_update, update, rtol=1e-3, atol=1e-3 * update.abs().max().item())
-    assert moved > 50  # the step changed the weights (conv, BatchNorm affine and head)
+    for arch in STEP_ARCHS:
+        alone, pair, pair_rank1 = (torch.load(tmp_path / name, weights_only=True)
+                                   for name in (f'alone.{arch}', f'pair.{arch}', f'pair.{arch}.rank1'))
+        assert alone['loss_kd'] > 0  # the teacher term is on, and part of the comparison
+        for key in ('loss', 'loss_rank', 'loss_kd'):
+            assert pair[key] == pytest.approx(alone[key], rel=1e-5), (arch, key)
+            assert pair_rank1[key] == pair[key], (arch, key)  # every rank logs the loss of the whole global batch
+        assert alone['before'].keys() == pair['before'].keys()
+        moved = 0
+        for name, start in alone['before'].items():
+            torch.testing.assert_close(pair['before'][name], start)
+            update, pair_update = alone['after'][name] - start, pair['after'][name] - start
+            if update.is_floating_point() and update.abs().max() > 0:
+                moved += 1
+                torch.testing.assert_close(pair_update, update, rtol=1e-3, atol=1e-3 * update.abs().max().item())
+        assert moved > 50, arch  # the step changed the weights (convolutions or attention, norms, head)
 
 
 def test_sharded_evaluation_gathers_every_sample_once_in_order(tmp_path):

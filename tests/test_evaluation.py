@@ -270,7 +270,7 @@ class StaysOnTheCpu:
 def test_cuda_evaluation_embeds_in_float32_unless_amp(monkeypatch, amp, expected):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *args, **kwargs: True)
-    monkeypatch.setattr(transforms, '_normalisation', lambda device: (torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)))
+    monkeypatch.setattr(transforms, '_normalisation', lambda *args: (torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)))
     model = AutocastRecorder('cuda')
     loader = [(torch.zeros(2), StaysOnTheCpu(torch.zeros(2, 3, 2, 2, dtype=torch.uint8)), torch.arange(2))
               for _ in range(2)]

@@ -1,4 +1,4 @@
-"""Tests of utilities/optimization.py: parameter groups as the authors' optimiser builds them."""
+"""Tests of utilities/optimization.py: parameter groups as the authors' optimiser builds them (and AdamW)."""
 import pytest
 import torch
 from torch import nn
@@ -17,11 +17,12 @@ class TinyEmbedder(nn.Module):
         self.model.last_linear = nn.Linear(4, 2)
 
 
-@pytest.mark.parametrize('optim', ['adam', 'sgd'])
+@pytest.mark.parametrize('optim', ['adam', 'adamw', 'sgd'])
 @pytest.mark.parametrize('fc_lr', [-1, 0.01])
 def test_network_groups_decay_and_the_margin_beta_does_not(optim, fc_lr):
     model, criterion = TinyEmbedder(), MarginLoss(3, beta=1.2, beta_lr=0.5)
     optimizer = build_optimizer(model, criterion, optim=optim, lr=0.001, fc_lr=fc_lr, decay=0.1)
+    assert type(optimizer) is {'adam': torch.optim.Adam, 'adamw': torch.optim.AdamW, 'sgd': torch.optim.SGD}[optim]
     beta_group = next(group for group in optimizer.param_groups if group['params'][0] is criterion.beta)
     network_groups = [group for group in optimizer.param_groups if group is not beta_group]
     assert beta_group['weight_decay'] == 0.0 and beta_group['lr'] == 0.5

@@ -48,7 +48,7 @@ def test_digits_defaults_only_where_the_user_set_nothing():
     (['--embed_dim', '0'], '--embed_dim must be positive'),
     (['--n_epochs', '0'], '--n_epochs must be at least 1'),
     (['--loss', 'arcface'], 'unknown --loss'),
-    (['--arch', 'vgg16'], 'unknown --arch'),
+    (['--arch', 'vggnet16'], 'unknown --arch'),  # vgg16 itself is a timm model
     (['--dataset', 'imagenet'], 'unknown --dataset'),
     (['--evaluation_metrics', 'e_recall@1', 'recall@x'], 'recall@x'),
     (['--storage_metrics', 'f1', '--evaluation_metrics', 'nmi'], 'not among --evaluation_metrics'),

@@ -83,6 +83,24 @@ def test_stop_mid_epoch_then_resume_matches(data, reference, tmp_path, monkeypat
     assert (folder / 'metrics.csv').read_text().count('\n') == EPOCHS + 1
 
 
+def test_a_vit_run_stopped_mid_epoch_resumes_to_the_run_left_alone(data, tmp_path, monkeypatch):
+    """A timm ViT with AdamW and gradient clipping: weights, optimizer moments and teacher come back exactly."""
+    def vit_flags(group):
+        return tiny_run_flags(data, tmp_path, **{'--arch': 'vit_tiny_patch16_224_normalize', '--optim': 'adamw',
+                                                 '--clip_grad': 1.0, '--n_epochs': 2, '--group': group,
+                                                 '--deterministic': None})
+
+    assert run_main(*vit_flags('vit_alone')) == 0
+    alone = comparable(read_summary(tmp_path / 'cub200' / 'vit_alone')['history'])
+    monkeypatch.setattr(main, 'StopSignals', lambda: StopAfterChecks(8))  # 6 checks in epoch 0: stops in epoch 1
+    assert run_main(*vit_flags('vit_cut')) == 143
+    folder = tmp_path / 'cub200' / 'vit_cut'
+    assert torch.load(folder / 'last.pth', weights_only=True)['training_state']['progress']['step'] == 3
+    monkeypatch.undo()
+    assert run_main('--resume', folder) == 0
+    assert_same_history(read_summary(folder)['history'], alone)
+
+
 def wait_for(path, process, timeout=240):
     deadline = time.time() + timeout
     while not os.path.exists(path):

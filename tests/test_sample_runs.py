@@ -1,4 +1,5 @@
-"""Every command of Sample_Runs/SampleRuns.sh passes --dry_run, and together they cover the paper's runs."""
+"""Every command of Sample_Runs/SampleRuns.sh and vit_runs.sh passes --dry_run; SampleRuns.sh covers the paper's runs,
+vit_runs.sh MS and MS + OBD-SD with a ViT-S/16 DINO on each dataset."""
 import csv
 import json
 import os
@@ -10,8 +11,8 @@ from authors_checkpoint import FIXTURES
 from runs import ROOT, run_main
 
 
-def sample_commands():
-    text = open(os.path.join(ROOT, 'Sample_Runs', 'SampleRuns.sh')).read().replace('\\\n', ' ')
+def sample_commands(script='SampleRuns.sh'):
+    text = open(os.path.join(ROOT, 'Sample_Runs', script)).read().replace('\\\n', ' ')
     return [shlex.split(line)[2:] for line in text.splitlines() if line.startswith('python main.py')]
 
 
@@ -41,7 +42,8 @@ def datapath(tmp_path_factory):
     return parent
 
 
-@pytest.mark.parametrize('args', sample_commands(), ids=lambda args: flag(args, '--group'))
+@pytest.mark.parametrize('args', sample_commands() + sample_commands('vit_runs.sh'),
+                         ids=lambda args: flag(args, '--group'))
 def test_sample_run_passes_dry_run(args, datapath, capsys):
     args = [a.replace('$datapath', str(datapath)) for a in args]
     assert run_main(*args, '--dry_run') == 0
@@ -68,3 +70,14 @@ def test_sample_runs_cover_the_papers_runs():
         assert ('--PSD' in args) == (row['PSD'] == 'yes') and ('--OBDP' in args) == (row['OBDP'] == 'yes')
     psd_only = [args for args in commands.values() if '--PSD' in args and '--OBDP' not in args]
     assert {flag(args, '--dataset') for args in psd_only} == {'cub200', 'cars196', 'online_products'}
+
+
+def test_vit_runs_are_ms_and_ms_obd_sd_with_a_dino_vit_on_every_dataset():
+    commands = sample_commands('vit_runs.sh')
+    settings = {(flag(args, '--dataset'), '--PSD' in args and '--OBDP' in args) for args in commands}
+    assert settings == {(dataset, obd_sd) for dataset in ('cub200', 'cars196', 'online_products', 'inshop')
+                        for obd_sd in (False, True)}
+    assert len(commands) == len(settings)
+    for args in commands:
+        assert flag(args, '--arch') == 'vit_small_patch16_224.dino_normalize' and flag(args, '--optim') == 'adamw'
+        assert (flag(args, '--lr'), flag(args, '--decay'), flag(args, '--clip_grad')) == ('1e-5', '0.01', '3')

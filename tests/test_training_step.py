@@ -66,18 +66,22 @@ def batches(count):
             for _ in range(count)]
 
 
-def train(loader, criterion, fused, skip_nonfinite):
-    """(network after one epoch, its progress or the NonFiniteLoss raised)."""
+def train(loader, criterion, fused, skip_nonfinite, optim='adam', clip_grad=None, poisoned_gradients=()):
+    """(network after one epoch, its progress or the NonFiniteLoss raised); the gradients of the steps in
+    `poisoned_gradients` (0-based) are made infinite."""
     model = tiny_network()
     teacher = make_teacher(model)
     with torch.no_grad():
         for parameter in teacher.parameters():  # a teacher that differs from the student
             parameter.mul_(0.9)
-    optimizer = build_optimizer(model, criterion, optim='adam', lr=0.01, fc_lr=-1, decay=1e-3, fused=fused)
+    if poisoned_gradients:
+        steps = iter(range(len(loader)))
+        model[0].weight.register_hook(lambda grad: grad * float('inf') if next(steps) in poisoned_gradients else grad)
+    optimizer = build_optimizer(model, criterion, optim=optim, lr=0.01, fc_lr=-1, decay=1e-3, fused=fused)
     assert skips_on_device(optimizer) is fused
     try:
         outcome = train_one_epoch(model, teacher, criterion, optimizer, loader, torch.device('cpu'), EPOCH,
-                                  EpochProgress(), NeverStop(), skip_nonfinite)
+                                  EpochProgress(), NeverStop(), skip_nonfinite, clip_grad=clip_grad)
     except NonFiniteLoss as error:
         outcome = error
     return model, outcome
@@ -115,6 +119,32 @@ def test_skipped_nonfinite_steps_are_counted_and_change_nothing(fused, caplog):
         reference_progress.averages() | {'train_time_s': 0, 'skipped_nonfinite': 0}
     skipped = [record.getMessage() for record in caplog.records if 'skipped' in record.getMessage()]
     assert skipped == ['skipped a non-finite loss in epoch 1, step 1', 'skipped a non-finite loss in epoch 1, step 4']
+
+
+@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('optim', ['adam', 'adamw'])
+def test_with_clip_grad_a_step_of_nonfinite_gradients_is_skipped_not_clipped(fused, optim):
+    """A finite loss whose gradients are infinite: clipping would scale them to zeros and nans, so the step is
+    skipped (and counted) like a non-finite loss; the other steps are clipped."""
+    model, progress = train(batches(5), PoisonedLoss(set()), fused, skip_nonfinite=True, optim=optim, clip_grad=0.5,
+                            poisoned_gradients={2})
+    assert (progress.trained_steps, progress.skipped_nonfinite) == (4, 1)
+    kept = [batch for step, batch in enumerate(batches(5)) if step != 2]
+    reference, _ = train(kept, PoisonedLoss(set()), fused, skip_nonfinite=True, optim=optim, clip_grad=0.5)
+    assert_same_weights(model, reference)
+    unclipped, _ = train(kept, PoisonedLoss(set()), fused, skip_nonfinite=True, optim=optim)
+    assert not torch.equal(unclipped[0].weight, reference[0].weight)
+
+
+def test_clip_gradients_scales_the_norm_and_flags_a_nonfinite_one():
+    model = nn.Linear(2, 1, bias=False)
+    model.weight.grad = torch.tensor([[3.0, 4.0]])
+    finite = torch.tensor(False)
+    assert training.clip_gradients(model, None, finite) is finite and model.weight.grad.norm() == 5
+    assert not training.clip_gradients(model, 1.0, finite)
+    torch.testing.assert_close(model.weight.grad.norm(), torch.tensor(1.0))
+    model.weight.grad = torch.tensor([[float('inf'), 1.0]])
+    assert training.clip_gradients(model, 1.0, finite)
 
 
 def test_device_tally_averages_are_the_host_sums_of_the_step_losses():

@@ -99,7 +99,9 @@ def wrap(model, device):
     """
     if not is_distributed():
         return model
-    if not getattr(model, 'frozen_bn', True):
+    trains_batchnorm = not getattr(model, 'frozen_bn', True) and any(
+        isinstance(module, torch.nn.modules.batchnorm._BatchNorm) for module in model.modules())
+    if trains_batchnorm:
         if device.type == 'cuda':
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif is_main():

@@ -6,7 +6,7 @@ from dataclasses import dataclass, asdict
 import torch
 from tqdm import tqdm
 
-from datasets.transforms import to_network_input
+from datasets.transforms import normalisation_of, to_network_input
 from utilities import distributed
 
 logger = logging.getLogger(__name__)
@@ -42,26 +42,29 @@ class EpochProgress:
 
 
 def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch, progress, stop, skip_nonfinite,
-                    amp=False, channels_last=False):
+                    amp=False, channels_last=False, clip_grad=None):
     """Train on the loader's batches from progress.step on; stops early when any process received a stop signal.
 
     amp: the networks run in bfloat16 autocast; the criterion computes in float32 whatever it is given.
     channels_last: the input batches are laid out channels-last (faster convolutions under amp on GPUs).
+    clip_grad: the norm the network's gradients are clipped to before each step (None: no clipping).
     Under torchrun `model` is the DDP-wrapped student and the loss sees the batch gathered from every rank.
     A step whose loss or embeddings are not finite never updates the weights: it stops the epoch with
-    NonFiniteLoss, or, with `skip_nonfinite`, is skipped and counted. With a fused Adam the check runs on the
+    NonFiniteLoss, or, with `skip_nonfinite`, is skipped and counted; with clip_grad, so is a step whose gradient
+    norm is not finite. With a fused Adam (or AdamW) the check runs on the
     device and the host reads the losses at most every FLUSH_INTERVAL_S seconds; otherwise it reads them every step.
     """
     model.train()
     with_teacher = criterion.needs_teacher(epoch)
     on_device = skips_on_device(optimizer)
     tally = DeviceTally(progress, device)
+    normalisation = normalisation_of(model)
     started = time.perf_counter()
     batches = tqdm(loader, desc=f'epoch {epoch}', initial=progress.step, total=progress.step + len(loader),
                    leave=False, disable=None if distributed.is_main() else True)  # under torchrun rank 0 only
     try:
         for labels, images, _ in batches:
-            images = to_network_input(images, device, channels_last)
+            images = to_network_input(images, device, channels_last, *normalisation)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 # The teacher first: its activations are freed before the student's, kept for backward, take memory
@@ -76,11 +79,14 @@ def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch,
             if on_device:
                 loss.backward()
                 distributed.average_gradients(criterion)
+                nonfinite = clip_gradients(model, clip_grad, nonfinite)
                 masked_step(optimizer, nonfinite if skip_nonfinite else tally.halt_on(nonfinite))
             elif not nonfinite.item():
                 loss.backward()
                 distributed.average_gradients(criterion)
-                optimizer.step()
+                nonfinite = clip_gradients(model, clip_grad, nonfinite)
+                if not nonfinite.item():
+                    optimizer.step()
             tally.add(progress.step, loss, criterion.terms, nonfinite)
             progress.step += 1
             stopping = stop.agree()
@@ -109,10 +115,21 @@ def step_is_nonfinite(loss, embeddings):
     return ~(torch.isfinite(loss) & torch.isfinite(embeddings).all())
 
 
+def clip_gradients(model, max_norm, nonfinite):
+    """With `max_norm`, clip the network's gradient norm to it and return `nonfinite` or-ed with whether that norm
+    was not finite (clipping would scale such gradients to zeros or nans: a step that must not count as finite);
+    without, return `nonfinite` and leave the gradients alone."""
+    if max_norm is None:
+        return nonfinite
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return nonfinite | ~torch.isfinite(norm)
+
+
 def skips_on_device(optimizer):
-    """Whether `optimizer` can skip a step on a device-side flag: torch's fused Adam takes one as `found_inf`
-    (as GradScaler uses it) and then leaves weights, moments and step counts untouched."""
-    return isinstance(optimizer, torch.optim.Adam) and all(group.get('fused') for group in optimizer.param_groups)
+    """Whether `optimizer` can skip a step on a device-side flag: torch's fused Adam and AdamW take one as
+    `found_inf` (as GradScaler uses it) and then leave weights, moments and step counts untouched."""
+    return (isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
+            and all(group.get('fused') for group in optimizer.param_groups))
 
 
 def masked_step(optimizer, skip):

@@ -1,0 +1,189 @@
+"""Any timm model as the backbone, named as timm names it (pretrained tag included), with timm's own weight loading.
+
+The embedding is timm's pooled pre-logits features (`forward_features`, then `forward_head(pre_logits=True)`: the
+class token of a ViT, the class and distillation tokens averaged for a distilled DeiT, the pooled map of a CNN), then
+`model.last_linear` to embed_dim. Patch models are built at --image_size (`img_size`), so their position embeddings
+fit it; timm resamples pretrained position embeddings of another size as it loads them.
+Weights: timm's download (Hugging Face Hub or the model's URL), or --pretrained_path: a state dict read here without
+unpickling code, handed to timm's loader so that the model's key filter, classifier removal and position-embedding
+resampling apply and every other tensor must fit (strict); a JAX .npz goes to the model's own .npz loader.
+Input mean and std are the pretrained config's (ImageNet's for DINO, 0.5 for augreg ViTs).
+"""
+import difflib
+import functools
+import os
+
+import torch
+import torch.nn as nn
+
+from architectures.embedding_net import EmbeddingNet
+from architectures.weights import read_weights_file
+from utilities.errors import UserError
+
+STATE_DICT_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
+"""Where training checkpoints keep their weights, in the order timm's own load_state_dict looks."""
+
+
+@functools.lru_cache(maxsize=1)
+def _pretrained_names():
+    import timm
+    return frozenset(timm.list_pretrained())
+
+
+def is_timm_model(name):
+    """Whether timm can build `name`: a timm.list_models() name, with a pretrained tag that timm has if one is given."""
+    import timm
+    from timm.models import split_model_name_tag
+
+    architecture, tag = split_model_name_tag(name)
+    return timm.is_model(architecture) and (not tag or name in _pretrained_names())
+
+
+def close_matches(name):
+    """'; close matches: a, b' for the timm and built-in names nearest `name`, or ''."""
+    import timm
+    from architectures import BACKBONES
+
+    candidates = list(dict.fromkeys([*BACKBONES, *timm.list_models(), *sorted(_pretrained_names())]))
+    matches = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    return f'; close matches: {", ".join(matches)}' if matches else ''
+
+
+def takes_image_size(name):
+    """Whether the model is built for one input size (`img_size`, as timm passes it for fixed_input_size models)."""
+    from timm.models import get_pretrained_cfg
+
+    config = get_pretrained_cfg(name)
+    return bool(config and config.fixed_input_size)
+
+
+def create(name, image_size, **options):
+    """timm.create_model without a classifier (num_classes=0), at `image_size` where the model takes one."""
+    import timm
+
+    if takes_image_size(name):
+        options['img_size'] = image_size
+    return timm.create_model(name, num_classes=0, **options)
+
+
+@functools.lru_cache(maxsize=8)
+def skeleton(name, image_size):
+    """The model without weights (on the meta device where it can be built there): what the checks look at."""
+    try:
+        with torch.device('meta'):
+            return create(name, image_size)
+    except Exception:
+        pass
+    try:
+        return create(name, image_size)
+    except Exception as error:
+        raise UserError(f'timm cannot build {name} at --image_size {image_size} ({reason(error)}); '
+                        f'choose another --image_size') from None
+
+
+def patch_size(model):
+    """The (height, width) of a patch model's patches, else None."""
+    size = getattr(getattr(model, 'patch_embed', None), 'patch_size', None)
+    return (size, size) if isinstance(size, int) else size
+
+
+def has_batchnorm(model):
+    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+
+
+def check(name, flags, image_size):
+    """Raise UserError (one line) where a flag means nothing for timm's `name`, or `image_size` does not fit it."""
+    if 'double' in flags:
+        raise UserError(f'--arch {name}_double: _double sums average and max pooling of a ResNet feature map, and a '
+                        f'timm backbone gives timm\'s own pooled features; drop _double')
+    model = skeleton(name, image_size)
+    patch = patch_size(model)
+    if patch and (image_size % patch[0] or image_size % patch[1]):
+        step = max(patch)
+        lower, upper = image_size // step * step, (image_size // step + 1) * step
+        raise UserError(f'--image_size {image_size} is not a multiple of the patch size {step} of {name}; use e.g. '
+                        f'--image_size {upper if lower < 16 else lower}')
+    if 'frozen' in flags and not has_batchnorm(model):
+        raise UserError(f'--arch {name}_frozen: _frozen keeps BatchNorm statistics fixed, and {name} has no '
+                        f'BatchNorm; drop _frozen')
+
+
+def reason(error):
+    """An exception as a short phrase for a one-line message."""
+    text = ' '.join(str(error).split())
+    return f'{type(error).__name__}: {text[:200]}' if text else type(error).__name__
+
+
+def weights_unavailable(name, error):
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return UserError(
+        f'cannot get the pretrained weights of {name} ({reason(error)}); timm downloads them from the Hugging Face Hub '
+        f'(cache {HF_HUB_CACHE}, set by HF_HOME) or from their URL (cache {torch.hub.get_dir()}/checkpoints, set by '
+        f'TORCH_HOME): put them there, or pass --pretrained_path FILE (.pth, .bin, .safetensors or .npz, e.g. '
+        f'DINO\'s dino_deitsmall16_pretrain.pth), or train from scratch with --not_pretrained')
+
+
+def file_overlay(name, path):
+    """The pretrained_cfg_overlay that makes timm load --pretrained_path `path` into `name` (strictly)."""
+    from timm.models import clean_state_dict, get_pretrained_cfg
+
+    if not os.path.isfile(path):
+        raise UserError(f'--pretrained_path {path} does not exist; give the path of a weights file of {name}')
+    if path.endswith('.npz'):
+        return {'file': path, 'custom_load': True}  # the model's own JAX/Flax loader (np.load without pickles)
+    state = read_weights_file(path)
+    if isinstance(state, dict):
+        state = next((state[key] for key in STATE_DICT_KEYS if isinstance(state.get(key), dict)), state)
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f'--pretrained_path {path} holds no state dict of tensors; give a weights file of {name}')
+    state = clean_state_dict(state)
+    classifiers = get_pretrained_cfg(name).classifier or ()
+    for classifier in (classifiers,) if isinstance(classifiers, str) else classifiers:
+        state.pop(f'{classifier}.weight', None)
+        state.pop(f'{classifier}.bias', None)
+    # num_classes 0 as our model's: timm then drops nothing more and loads strictly.
+    return {'state_dict': state, 'num_classes': 0}
+
+
+def create_backbone(name, image_size, pretrained, pretrained_path=None):
+    """The timm model with its weights: none, timm's download, or --pretrained_path through timm's loader."""
+    if not pretrained:
+        return create(name, image_size)
+    if pretrained_path is None:
+        try:
+            return create(name, image_size, pretrained=True)
+        except Exception as error:
+            raise weights_unavailable(name, error) from None
+    overlay = file_overlay(name, pretrained_path)
+    try:
+        backbone = create(name, image_size, pretrained=True, pretrained_cfg_overlay=overlay)
+    except Exception as error:
+        raise UserError(f'--pretrained_path {pretrained_path} does not fit --arch {name} ({reason(error)}); give a '
+                        f'weights file of {name}') from None
+    if backbone.pretrained_cfg.get('state_dict') is not None:
+        backbone.pretrained_cfg['state_dict'] = None  # loaded: neither the config nor the teacher's copy keeps the file
+    return backbone
+
+
+class TimmEmbedding(EmbeddingNet):
+    """A timm model's pooled pre-logits features -> `model.last_linear` -> optional L2 normalisation.
+
+    frozen_bn: as for the ResNets, for timm models with BatchNorm. input_mean / input_std: the pretrained config's.
+    """
+
+    def __init__(self, name, embed_dim, pretrained, pretrained_path=None, normalize=False, frozen_bn=False,
+                 image_size=224):
+        from timm.data import resolve_model_data_config
+
+        backbone = create_backbone(name, image_size, pretrained, pretrained_path)
+        feature_dim = getattr(backbone, 'head_hidden_size', None) or backbone.num_features
+        super().__init__(feature_dim, embed_dim, normalize, frozen_bn, double_pool=False)
+        backbone.last_linear = nn.Linear(feature_dim, embed_dim)
+        self.model = backbone
+        data_config = resolve_model_data_config(backbone)
+        self.input_mean = tuple(data_config['mean'])
+        self.input_std = tuple(data_config['std'])
+
+    def pooled_features(self, x):
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
