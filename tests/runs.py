@@ -11,8 +11,10 @@ TIME_KEYS = ('train_time_s', 'eval_time_s')
 
 
 def run_script(script, *args, timeout=300, env=None):
-    """Run a repository script as a user would; returns the CompletedProcess (text)."""
+    """Run a repository script as a user would; returns the CompletedProcess (text). `env` adds to the environment,
+    or removes where a value is None (W&B is disabled unless `env` says otherwise)."""
     environment = {**os.environ, 'WANDB_MODE': 'disabled', **(env or {})}
+    environment = {name: value for name, value in environment.items() if value is not None}
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=timeout)
 
