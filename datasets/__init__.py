@@ -34,7 +34,8 @@ def resolve_digits_root(source_path):
     if source_path is None:
         return digits.default_root()
     source_path = os.path.expanduser(source_path)
-    if os.path.isdir(os.path.join(source_path, 'images')) or os.path.basename(os.path.normpath(source_path)) == 'digits':
+    named_digits = os.path.basename(os.path.normpath(source_path)) == 'digits'
+    if os.path.isdir(os.path.join(source_path, 'images')) or named_digits:
         return source_path
     return os.path.join(source_path, 'digits')
 

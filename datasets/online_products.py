@@ -9,7 +9,8 @@ HEADER = ['image_id', 'class_id', 'super_class_id', 'path']
 
 
 def read_split_file(list_path, images_dir):
-    """[(image path, class id, super-class id)] from one Ebay_*.txt file (header, then `image_id class_id super_class_id path`)."""
+    """[(image path, class id, super-class id)] from one Ebay_*.txt file (header, then
+    `image_id class_id super_class_id path`)."""
     if not os.path.isfile(list_path):
         raise UserError(f'{list_path} is missing; it ships with the Stanford Online Products archive')
     with open(list_path, encoding='utf-8') as lines:

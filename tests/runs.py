@@ -32,6 +32,14 @@ def run_main(*args):
         return stop.value.code
 
 
+def one_line_error(capsys, code):
+    """The one-line error an entry point printed for a non-zero exit `code` (after a check that it is one line)."""
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and err.startswith('error: '), err
+    return err
+
+
 def read_summary(folder):
     with open(os.path.join(folder, 'summary.json')) as stream:
         return json.load(stream)
