@@ -19,9 +19,10 @@ from utilities.run_record import HIDDEN
 
 logger = logging.getLogger(__name__)
 
-INIT_WAIT_S = 30
-"""How long wandb.init may try to reach W&B (its init_timeout; W&B adds about a second). A WANDB_INIT_TIMEOUT the
-user set decides instead."""
+INIT_WAIT_S = 20
+"""How long wandb.init may try to reach W&B (its init_timeout; W&B adds a few seconds, and where W&B's server hangs
+rather than refuses, its own usage analytics wait up to 10-20 s more at exit). A WANDB_INIT_TIMEOUT the user set
+decides instead."""
 FINISH_WAIT_S = 60
 """How long the end of a run may wait for W&B to upload what is left."""
 
