@@ -96,7 +96,8 @@ def main(argv=None):
         logger.info('resuming %s at epoch %d, step %d', folder, start_epoch, progress.step)
     run.summary.sessions.append(session)
     online = OnlineLog(opt.log_online and distributed.is_main(), opt.project, opt.group, os.path.basename(folder),
-                       run.summary.config, folder, run_id=resumed and online_id)
+                       run.summary.config, folder, run_id=resumed and online_id,
+                       collective_timeout_s=opt.dist_timeout * 60)
     logger.info('run folder %s | %d training images of %d classes | %s on %s | batches: %s', folder,
                 len(data['training']), opt.n_classes, opt.arch, device, datasampler.DRAWS[opt.data_sampler])
     if opt.amp:

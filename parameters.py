@@ -79,7 +79,8 @@ def add_data_flags(group):
                        help='Resize crops with Pillow, giving exactly the pixels of the authors\' torchvision '
                             'transforms, instead of with torch\'s 2x faster uint8 kernel (within one grey level).')
     group.add_argument('--use_tv_split', action='store_true', help='Hold out part of the training data for validation.')
-    group.add_argument('--tv_split_perc', type=float, default=0.8, help='Fraction of training classes kept for training.')
+    group.add_argument('--tv_split_perc', type=float, default=0.8,
+                       help='Fraction of training classes kept for training.')
     group.add_argument('--tv_split_by_samples', action='store_true',
                        help='Split within each class by samples instead of by classes.')
 
@@ -115,7 +116,8 @@ def add_loss_flags(group):
 
 def add_distillation_flags(group):
     group.add_argument('--PSD', action='store_true', help='Progressive self-distillation from last epoch\'s weights.')
-    group.add_argument('--OBDP', action='store_true', help='Diffuse the distillation target over the batch (needs --PSD).')
+    group.add_argument('--OBDP', action='store_true',
+                       help='Diffuse the distillation target over the batch (needs --PSD).')
     group.add_argument('--kd_lambda', type=float, default=75.0, help='Weight of the distillation term.')
     group.add_argument('--kd_tau', type=float, default=1.0, help='Softmax temperature of the distillation term.')
     group.add_argument('--diffusion_w', type=float, default=0.99, help='Diffusion weight w, 0 <= w < 1.')
@@ -132,7 +134,8 @@ def add_optimisation_flags(group):
     group.add_argument('--clip_grad', type=float, default=None, metavar='NORM',
                        help='Clip the network\'s gradient norm to NORM before each step (default: no clipping).')
     group.add_argument('--scheduler', default='step', choices=['step'], help='MultiStepLR on --tau milestones.')
-    group.add_argument('--tau', type=int, nargs='+', default=[1000], help='Epochs at which the lr is multiplied by gamma.')
+    group.add_argument('--tau', type=int, nargs='+', default=[1000],
+                       help='Epochs at which the lr is multiplied by gamma.')
     group.add_argument('--gamma', type=float, default=0.3)
     group.add_argument('--seed', type=int, default=1)
     group.add_argument('--deterministic', action='store_true',

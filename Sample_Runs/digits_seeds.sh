@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # MS, MS + PSD and MS + OBD-SD on the built-in digits (a 10-class toy: 5 training, 5 test classes), 5 seeds each,
-# then their mean ± std table (Result_Evaluations.py). CPU-sized, no download; about 15 x the digits demo's time.
+# and the raw-pixel baseline (the network input itself as the embedding, no training), then their mean ± std table
+# (Result_Evaluations.py). CPU-sized, no download; about 15 x the digits demo's time.
 #   bash Sample_Runs/digits_seeds.sh                          # runs and table under Training_Results/digits_seeds
 #   save_path=/tmp/seeds PYTHON=.venv/bin/python bash Sample_Runs/digits_seeds.sh
 # Every run uses fixed seeds and --deterministic; the script refuses to mix its runs with older ones.
@@ -20,4 +21,5 @@ for seed in 0 1 2 3 4; do
     "$python" main.py "${common[@]}" --group "digits_MS_OBDSD_s$seed" --PSD --OBDP
 done
 
+"$python" -m evaluation.input_baseline --dataset digits --save_path "$save_path" --group digits_raw_pixels
 "$python" Result_Evaluations.py "$save_path/digits" --out "$save_path/table"

@@ -29,7 +29,8 @@ class BNInceptionEmbedding(EmbeddingNet):
         backbone.last_linear = nn.Linear(feature_dim, embed_dim)
         self.model = backbone
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255 - torch.tensor(BNINCEPTION_MEAN_BGR[::-1]).view(1, 3, 1, 1)
+        mean = (torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+                - torch.tensor(BNINCEPTION_MEAN_BGR[::-1]).view(1, 3, 1, 1))
         self.register_buffer('rgb_scale', std, persistent=False)
         self.register_buffer('rgb_shift', mean, persistent=False)
 

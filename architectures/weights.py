@@ -9,7 +9,8 @@ BNINCEPTION_URL = 'http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52de
 def unavailable(what, reason):
     return UserError(
         f'cannot get ImageNet weights for {what} ({reason}); either put the file in the torch hub cache '
-        f'({torch.hub.get_dir()}/checkpoints), or pass --pretrained_path FILE, or train from scratch with --not_pretrained')
+        f'({torch.hub.get_dir()}/checkpoints), or pass --pretrained_path FILE, or train from scratch with '
+        f'--not_pretrained')
 
 
 def read_weights_file(path):

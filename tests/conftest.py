@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny image folders in the layouts of CUB200, CARS196 and Stanford Online Products.
+"""Shared fixtures: tiny image folders in the layouts of CUB200, CARS196 and Stanford Online Products, and a
+pickle that runs code when loaded.
 
 Each `make_*` fixture is a factory: every call writes a fresh dataset folder named after the
 dataset (`.../cub200`, `.../cars196`, `.../online_products`) in its own temporary parent and
@@ -193,3 +194,26 @@ def make_image_folder(tmp_path_factory):
                 fill_class_folder(root / split / name, n_images, image_size, rng, mode_offset=k)
         return root
     return make
+
+
+@pytest.fixture
+def cub(make_cub200):
+    """A CUB200-layout folder of 6 classes x 4 images."""
+    return make_cub200(n_classes=6, per_class=4)
+
+
+class RunsCode:
+    """Unpickling this would create a file: the proof that a checkpoint ran code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+@pytest.fixture
+def code_payload(tmp_path):
+    """(payload, marker): an object whose unpickling creates the file `marker`, the proof that a load ran code."""
+    marker = tmp_path / 'code_ran'
+    return RunsCode(str(marker)), marker

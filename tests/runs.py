@@ -11,8 +11,10 @@ TIME_KEYS = ('train_time_s', 'eval_time_s')
 
 
 def run_script(script, *args, timeout=300, env=None):
-    """Run a repository script as a user would; returns the CompletedProcess (text)."""
+    """Run a repository script as a user would; returns the CompletedProcess (text). `env` adds to the environment,
+    or removes where a value is None (W&B is disabled unless `env` says otherwise)."""
     environment = {**os.environ, 'WANDB_MODE': 'disabled', **(env or {})}
+    environment = {name: value for name, value in environment.items() if value is not None}
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -28,6 +30,14 @@ def run_main(*args):
         with pytest.raises(SystemExit) as stop:
             exit_with(error)
         return stop.value.code
+
+
+def one_line_error(capsys, code):
+    """The one-line error an entry point printed for a non-zero exit `code` (after a check that it is one line)."""
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and err.startswith('error: '), err
+    return err
 
 
 def read_summary(folder):

@@ -14,7 +14,8 @@ def small(arch, embed_dim=16):
     return architectures.build(arch, embed_dim, pretrained=False)
 
 
-@pytest.mark.parametrize('arch', ['resnet50_frozen_normalize', 'resnet50_normalize_frozen', 'resnet18_double_normalize'])
+@pytest.mark.parametrize('arch', ['resnet50_frozen_normalize', 'resnet50_normalize_frozen',
+                                  'resnet18_double_normalize'])
 def test_arch_flags_in_any_order(arch):
     backbone, flags = architectures.parse_arch(arch)
     assert backbone in ('resnet50', 'resnet18') and 'normalize' in flags

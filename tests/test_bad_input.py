@@ -3,19 +3,7 @@
 import pytest
 import torch
 
-from runs import run_main, run_script, tiny_run_flags
-
-
-def one_line_error(capsys, code):
-    err = capsys.readouterr().err.strip()
-    assert code != 0
-    assert len(err.splitlines()) == 1 and err.startswith('error: '), err
-    return err
-
-
-@pytest.fixture
-def cub(make_cub200):
-    return make_cub200(n_classes=6, per_class=4)
+from runs import one_line_error, run_main, run_script, tiny_run_flags
 
 
 @pytest.mark.parametrize('overrides, message', [
@@ -75,7 +63,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(cub, tmp_path, caps
     assert run_main(*tiny_run_flags(cub, tmp_path, **{'--n_epochs': 1})) == 0
     folder = tmp_path / 'cub200' / 'tiny'
     last = (folder / 'last.pth').read_bytes()
-    monkeypatch.setattr(ms.MultiSimilarityLoss, 'forward', lambda self, batch, labels, *a, **k: batch.sum() * float('nan'))
+    monkeypatch.setattr(ms.MultiSimilarityLoss, 'forward',
+                        lambda self, batch, labels, *a, **k: batch.sum() * float('nan'))
     code = run_main('--resume', folder, '--n_epochs', '2')
     assert 'non-finite in epoch 1, step 0' in one_line_error(capsys, code)
     assert (folder / 'last.pth').read_bytes() == last
@@ -100,11 +89,10 @@ def test_skip_nonfinite_counts_skipped_batches(cub, tmp_path, monkeypatch):
     assert [entry['skipped_nonfinite'] for entry in history] == [2, 1]
 
 
-def test_damaged_checkpoints_in_test_pretrained_models(cub, tmp_path):
-    marker = tmp_path / 'code_ran'
-    from test_checkpoint import RunsCode
+def test_damaged_checkpoints_in_test_pretrained_models(cub, code_payload, tmp_path):
+    payload, marker = code_payload
     pickled = tmp_path / 'pickled.pth'
-    torch.save({'payload': RunsCode(str(marker))}, pickled)
+    torch.save({'payload': payload}, pickled)
     truncated = tmp_path / 'truncated.pth'
     torch.save({'w': torch.zeros(1000)}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:300])

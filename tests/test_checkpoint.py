@@ -11,16 +11,6 @@ from utilities.errors import UserError
 from utilities.files import FileWriteError, atomic_write_bytes
 
 
-class RunsCode:
-    """Unpickling this would create a file: the proof that a checkpoint ran code."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, 'w'))
-
-
 def net(arch='resnet18_normalize', embed_dim=8):
     return architectures.build(arch, embed_dim, pretrained=False).eval()
 
@@ -68,10 +58,10 @@ def test_missing_checkpoint_names_the_path(tmp_path):
         load_weights(net(), str(tmp_path / 'nothing.pth'))
 
 
-def test_pickled_code_never_runs(tmp_path):
-    marker = tmp_path / 'code_ran'
+def test_pickled_code_never_runs(code_payload, tmp_path):
+    payload, marker = code_payload
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': net().state_dict(), 'payload': RunsCode(str(marker))}, path)
+    torch.save({'state_dict': net().state_dict(), 'payload': payload}, path)
     with pytest.raises(UserError, match='pickled Python objects'):
         load_weights(net(), str(path))
     assert not marker.exists()

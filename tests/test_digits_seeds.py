@@ -1,11 +1,14 @@
 """Sample_Runs/digits_seeds.sh: 3 settings x 5 fixed seeds into its own folder, then the table; runs as written."""
+import json
 import os
 import shlex
 import subprocess
 
 import pytest
 
-from runs import ROOT, run_main
+import Result_Evaluations
+from evaluation import input_baseline
+from runs import ROOT, read_summary, run_main
 
 SCRIPT = os.path.join(ROOT, 'Sample_Runs', 'digits_seeds.sh')
 
@@ -25,7 +28,9 @@ def test_three_settings_of_five_seeds_then_the_table(tmp_path):
     save_path = tmp_path / 'seeds'
     result, calls = recorded_commands(tmp_path, save_path)
     assert result.returncode == 0, result.stderr
-    runs, table = calls[:-1], calls[-1]
+    runs, baseline, table = calls[:-2], calls[-2], calls[-1]
+    assert baseline == ['-m', 'evaluation.input_baseline', '--dataset', 'digits', '--save_path', str(save_path),
+                        '--group', 'digits_raw_pixels']
     assert table == ['Result_Evaluations.py', f'{save_path}/digits', '--out', f'{save_path}/table']
     settings = {}
     for args in runs:
@@ -41,6 +46,29 @@ def test_three_settings_of_five_seeds_then_the_table(tmp_path):
     }
     for args in runs[:3]:
         assert run_main(*args[1:], '--dry_run') == 0
+
+
+def test_the_table_has_the_raw_pixel_baseline_row_next_to_the_trained_runs(tmp_path):
+    save_path = tmp_path / 'seeds'
+    _, calls = recorded_commands(tmp_path, save_path)
+    baseline, table = calls[-2:]
+    assert input_baseline.main(baseline[2:]) == 0  # as the script runs it
+    summary = read_summary(save_path / 'digits' / 'digits_raw_pixels')
+    config, (entry,) = summary['config'], summary['history']
+    assert config['arch'] == input_baseline.ARCH and config['n_epochs'] == 0
+    assert config['image_size'] == 32, 'the test images as the digits runs see them'
+    trained = save_path / 'digits' / 'digits_MS_s0'  # a trained run's record beside it
+    trained.mkdir()
+    trained_config = {**config, 'arch': 'resnet18_normalize', 'n_epochs': 1, 'group': 'digits_MS_s0', 'seed': 0}
+    (trained / 'summary.json').write_text(json.dumps({'config': trained_config, 'history': [{**entry, 'nmi': 0.5}]}))
+
+    assert Result_Evaluations.main(table[1:]) == 0
+    lines = (save_path / 'table' / 'results.md').read_text().splitlines()
+    rows = {cells[0]: cells[1:] for cells in ([cell.strip() for cell in line.strip('|').split('|')]
+                                              for line in lines if line.startswith('| digits'))}
+    assert set(rows) == {'digits_MS', 'digits_raw_pixels'}
+    assert rows['digits_raw_pixels'][:2] == ['1', f'{100 * entry["e_recall@1"]:.2f}']
+    assert entry['e_recall@1'] > 0.95, 'the input itself retrieves digits 5-9 almost perfectly'
 
 
 def test_refuses_a_folder_that_already_holds_runs(tmp_path):

@@ -15,8 +15,7 @@ from PIL import Image
 
 import parameters
 import Test_pretrained_models
-from runs import ROOT, read_summary, run_main, tiny_run_flags
-from test_bad_input import cub, one_line_error  # noqa: F401 (cub is a fixture)
+from runs import ROOT, one_line_error, read_summary, run_main, tiny_run_flags
 from utilities.errors import UserError
 from utilities.files import atomic_write_bytes
 from utilities.run_lock import LOCK_FILE, RunFolderLock

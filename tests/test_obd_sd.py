@@ -147,5 +147,6 @@ def test_param_groups_come_from_the_base_loss():
     base = MarginLoss(3, beta_lr=0.01)
     criterion = ObdSdLoss(base, psd=True, obdp=False, kd_lambda=1.0, kd_tau=1.0, diffusion_w=0.0,
                           diffusion_tau=1.0, n_epochs=2)
-    assert criterion.param_groups(1e-5) == base.param_groups(1e-5) == [{'params': [base.beta], 'lr': 0.01, 'weight_decay': 0.0}]
+    beta_group = {'params': [base.beta], 'lr': 0.01, 'weight_decay': 0.0}
+    assert criterion.param_groups(1e-5) == base.param_groups(1e-5) == [beta_group]
     assert obd_sd().param_groups(1e-5) == []

@@ -36,8 +36,10 @@ def datapath(tmp_path_factory):
     names = sorted(os.listdir(sop / 'images' / 'bicycle_final'))
     (sop / 'Info_Files').mkdir()
     for split, part in (('train', names[:4]), ('test', names[4:])):
-        rows = [f'{i + 1} {1 + i // 2 + (0 if split == "train" else 2)} 1 bicycle_final/{n}' for i, n in enumerate(part)]
-        (sop / 'Info_Files' / f'Ebay_{split}.txt').write_text('image_id class_id super_class_id path\n' + '\n'.join(rows))
+        first_class = 1 if split == 'train' else 3
+        rows = [f'{i + 1} {first_class + i // 2} 1 bicycle_final/{n}' for i, n in enumerate(part)]
+        header = 'image_id class_id super_class_id path\n'
+        (sop / 'Info_Files' / f'Ebay_{split}.txt').write_text(header + '\n'.join(rows))
     write_inshop(parent / 'inshop', image_size=8)
     return parent
 

@@ -15,7 +15,8 @@ from authors_checkpoint import authors_state_dict
 from runs import run_main, run_script, tiny_run_flags
 from utilities.checkpoint import load_weights
 
-PAPER_ARGS = ['--dataset', 'cub200', '--arch', 'resnet50_normalize_frozen_double', '--embed_dim', '128', '--PSD', '--OBDP']
+PAPER_ARGS = ['--dataset', 'cub200', '--arch', 'resnet50_normalize_frozen_double', '--embed_dim', '128', '--PSD',
+              '--OBDP']
 
 
 def write_authors_checkpoints(root, setting, dataset):
