@@ -66,7 +66,7 @@ def main(argv=None):
     if data['validation'] is not None:
         eval_loaders['val_'] = {'testing': make_loader(data['validation'], opt.kernels, device, batch_size=opt.bs)}
 
-    model = architectures.select(opt.arch, opt).to(device)
+    model = architectures.select(opt.arch, opt, load_pretrained=resumed is None).to(device)
     network = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
     teacher = make_teacher(model)
     if opt.compile:

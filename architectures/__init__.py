@@ -61,10 +61,14 @@ def build(arch, embed_dim, pretrained=True, pretrained_path=None, image_size=224
     return network
 
 
-def select(arch, opt):
-    """Build `arch` for training with opt.embed_dim, opt.image_size, opt.not_pretrained and opt.pretrained_path."""
+def select(arch, opt, load_pretrained=True):
+    """Build `arch` for training with opt.embed_dim, opt.image_size, opt.not_pretrained and opt.pretrained_path.
+
+    load_pretrained=False builds it without fetching its pretrained weights: for a resumed run, whose checkpoint
+    holds every weight (so neither the network nor the --pretrained_path file it started from is needed again).
+    """
     if 'frozen' in parse_arch(arch)[1] and opt.not_pretrained:
         logger.warning('%s without pretrained weights: its frozen BatchNorm statistics are those of a random '
                        'initialisation and mean nothing; drop _frozen or use pretrained weights', arch)
-    return build(arch, embed_dim=opt.embed_dim, pretrained=not opt.not_pretrained,
+    return build(arch, embed_dim=opt.embed_dim, pretrained=load_pretrained and not opt.not_pretrained,
                  pretrained_path=opt.pretrained_path, image_size=opt.image_size)

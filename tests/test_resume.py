@@ -84,11 +84,18 @@ def test_stop_mid_epoch_then_resume_matches(data, reference, tmp_path, monkeypat
 
 
 def test_a_vit_run_stopped_mid_epoch_resumes_to_the_run_left_alone(data, tmp_path, monkeypatch):
-    """A timm ViT with AdamW and gradient clipping: weights, optimizer moments and teacher come back exactly."""
+    """A timm ViT from a weights file, with AdamW and gradient clipping: weights, optimizer moments and teacher come
+    back exactly, and the resumed run needs the weights file no more (the checkpoint holds every weight)."""
+    import timm
+
+    weights = tmp_path / 'W.pth'
+    torch.save(timm.create_model('vit_tiny_patch16_224', img_size=32).state_dict(), weights)
+
     def vit_flags(group):
         return tiny_run_flags(data, tmp_path, **{'--arch': 'vit_tiny_patch16_224_normalize', '--optim': 'adamw',
                                                  '--clip_grad': 1.0, '--n_epochs': 2, '--group': group,
-                                                 '--deterministic': None})
+                                                 '--deterministic': None, '--not_pretrained': False,
+                                                 '--pretrained_path': weights})
 
     assert run_main(*vit_flags('vit_alone')) == 0
     alone = comparable(read_summary(tmp_path / 'cub200' / 'vit_alone')['history'])
@@ -97,6 +104,7 @@ def test_a_vit_run_stopped_mid_epoch_resumes_to_the_run_left_alone(data, tmp_pat
     folder = tmp_path / 'cub200' / 'vit_cut'
     assert torch.load(folder / 'last.pth', weights_only=True)['training_state']['progress']['step'] == 3
     monkeypatch.undo()
+    weights.unlink()
     assert run_main('--resume', folder) == 0
     assert_same_history(read_summary(folder)['history'], alone)
 
