@@ -19,6 +19,18 @@ def run_script(script, *args, timeout=300, env=None):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_entry_point(module_name, *args):
+    """A script's main(argv) run as its `__main__` block runs it (utilities.errors.exit_code), but in this process,
+    which has paid already for the imports that a subprocess repeats (seconds each): the exit code (stderr for
+    capsys)."""
+    import importlib
+
+    from utilities.errors import exit_code
+
+    module = importlib.import_module(module_name)
+    return exit_code(lambda: module.main([str(a) for a in args]))
+
+
 def run_main(*args):
     """main.main in-process; a UserError comes back as the SystemExit that the command line would give."""
     import main

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from runs import one_line_error, run_main, run_script, tiny_run_flags
+from runs import one_line_error, run_entry_point, run_main, run_script, tiny_run_flags
 
 
 @pytest.mark.parametrize('overrides, message', [
@@ -89,7 +89,7 @@ def test_skip_nonfinite_counts_skipped_batches(cub, tmp_path, monkeypatch):
     assert [entry['skipped_nonfinite'] for entry in history] == [2, 1]
 
 
-def test_damaged_checkpoints_in_test_pretrained_models(cub, code_payload, tmp_path):
+def test_damaged_checkpoints_in_test_pretrained_models(cub, code_payload, tmp_path, capsys):
     payload, marker = code_payload
     pickled = tmp_path / 'pickled.pth'
     torch.save({'payload': payload}, pickled)
@@ -98,11 +98,12 @@ def test_damaged_checkpoints_in_test_pretrained_models(cub, code_payload, tmp_pa
     truncated.write_bytes(truncated.read_bytes()[:300])
     for path, message in ((pickled, 'pickled Python objects'), (truncated, 'damaged'),
                           (tmp_path / 'missing.pth', 'no checkpoint at')):
-        result = run_script('Test_pretrained_models.py', '--dataset', 'cub200', '--source', cub,
-                            '--checkpoint', path, '--kernels', '0')
-        assert result.returncode != 0
-        assert 'Traceback' not in result.stderr and message in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        code = run_entry_point('Test_pretrained_models', '--dataset', 'cub200', '--source', cub,
+                               '--checkpoint', path, '--kernels', '0')
+        stderr = capsys.readouterr().err
+        assert code != 0
+        assert 'Traceback' not in stderr and message in stderr
+        assert len(stderr.strip().splitlines()) == 1, stderr
     assert not marker.exists()
 
 

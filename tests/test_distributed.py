@@ -241,8 +241,8 @@ def worker_of_rank(launcher, rank):
 
 @pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the worker processes in /proc')
 def test_sigterm_to_one_rank_stops_both_and_the_run_resumes(tmp_path):
-    args = ['main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 3, '--image_size', 16, '--embed_dim', 16,
-            '--source', tmp_path / 'data', '--save_path', tmp_path / 'runs']
+    args = ['main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 3, '--bs', 96, '--image_size', 16,
+            '--embed_dim', 16, '--source', tmp_path / 'data', '--save_path', tmp_path / 'runs']  # --bs 96: 9 steps
     folder = tmp_path / 'runs' / 'digits' / 'run'
     with Torchrun(tmp_path / 'torchrun', *args) as run:
         deadline = time.time() + 180

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runs import run_script
+from runs import run_entry_point, run_script
 from utilities.result_table import SEED_SUFFIX, find_runs, group_runs, read_run
 from utilities.errors import UserError
 
@@ -118,15 +118,17 @@ def test_globs_and_run_folders(two_settings):
     assert [r.rsplit('/', 1)[1] for r in runs] == ['MS_PSD_s0', 'MS_PSD_s1', 'MS_PSD_s2', 'MS_s0']
 
 
-def test_bad_input_is_one_line(tmp_path):
+def test_bad_input_is_one_line(tmp_path, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
-    result = run_script('Result_Evaluations.py', empty, '--out', tmp_path / 'out')
-    assert result.returncode == 2 and result.stderr.startswith('error: no runs') and result.stderr.count('\n') == 1
+    code = run_entry_point('Result_Evaluations', empty, '--out', tmp_path / 'out')
+    stderr = capsys.readouterr().err
+    assert code == 2 and stderr.startswith('error: no runs') and stderr.count('\n') == 1
     write_run(tmp_path / 'broken', {}, [(0.5, 0.3)])
     (tmp_path / 'broken' / 'summary.json').write_text('{"config": {')
-    result = run_script('Result_Evaluations.py', tmp_path / 'broken', '--out', tmp_path / 'out')
-    assert result.returncode == 2 and 'cannot read' in result.stderr and result.stderr.count('\n') == 1
+    code = run_entry_point('Result_Evaluations', tmp_path / 'broken', '--out', tmp_path / 'out')
+    stderr = capsys.readouterr().err
+    assert code == 2 and 'cannot read' in stderr and stderr.count('\n') == 1
     assert not (tmp_path / 'out').exists(), 'nothing is written on bad input'
     with pytest.raises(UserError, match='no such run folder'):
         find_runs([str(tmp_path / 'missing')])

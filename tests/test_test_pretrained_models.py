@@ -12,7 +12,7 @@ import datasets
 import evaluation
 import parameters
 from authors_checkpoint import authors_state_dict
-from runs import run_main, run_script, tiny_run_flags
+from runs import run_entry_point, run_main, run_script, tiny_run_flags
 from utilities.checkpoint import load_weights
 
 PAPER_ARGS = ['--dataset', 'cub200', '--arch', 'resnet50_normalize_frozen_double', '--embed_dim', '128', '--PSD',
@@ -65,16 +65,17 @@ def test_paper_evaluation_command_on_authors_checkpoints(make_cub200, tmp_path):
         assert min(pixels.shape[:2]) > 200 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, name
 
 
-def test_missing_released_checkpoint_names_path_and_source(make_cub200, tmp_path):
+def test_missing_released_checkpoint_names_path_and_source(make_cub200, tmp_path, capsys):
     data = make_cub200(n_classes=6, per_class=4)
-    result = run_script('Test_pretrained_models.py', '--dataset', 'cub200', '--source', data, '--embed_dim', '512',
-                        '--PSD', '--OBDP', '--checkpoint_root', tmp_path)
-    assert result.returncode == 2
-    assert os.path.join(str(tmp_path), 'Recall', 'OBDSD_d512', 'cub200', 'net.pth') in result.stderr
-    assert 'dropbox' in result.stderr and 'Traceback' not in result.stderr
-    result = run_script('Test_pretrained_models.py', '--dataset', 'cub200', '--source', data, '--PSD',
-                        '--checkpoint_root', tmp_path)
-    assert os.path.join('Recall', 'PSD', 'cub200', 'net.pth') in result.stderr
+    code = run_entry_point('Test_pretrained_models', '--dataset', 'cub200', '--source', data, '--embed_dim', '512',
+                           '--PSD', '--OBDP', '--checkpoint_root', tmp_path)
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert os.path.join(str(tmp_path), 'Recall', 'OBDSD_d512', 'cub200', 'net.pth') in stderr
+    assert 'dropbox' in stderr and 'Traceback' not in stderr
+    run_entry_point('Test_pretrained_models', '--dataset', 'cub200', '--source', data, '--PSD',
+                    '--checkpoint_root', tmp_path)
+    assert os.path.join('Recall', 'PSD', 'cub200', 'net.pth') in capsys.readouterr().err
 
 
 def test_our_checkpoint_evaluates_with_its_own_arch(make_cub200, tmp_path):
