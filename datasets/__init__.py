@@ -16,7 +16,7 @@ import os
 
 from datasets import cars196, cub200, digits, folder, inshop, online_products
 from datasets.image_dataset import ImageDataset
-from datasets.split_checks import split_sizes, split_warnings
+from datasets.split_checks import describe_sizes, split_sizes, split_warnings
 from datasets.transforms import make_transform
 from datasets.validation_split import split_by_classes, split_by_samples
 from utilities.errors import UserError
@@ -75,8 +75,7 @@ def load_splits(opt, write=True):
 
 def describe_splits(splits):
     """'training 24 images of 3 classes, testing ...' of Splits or ImageDatasets."""
-    return ', '.join(f'{name} {images:,} images of {classes:,} classes'
-                     for name, (images, classes) in split_sizes(splits).items())
+    return describe_sizes(split_sizes(splits))
 
 
 def test_parts(data):

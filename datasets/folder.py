@@ -12,7 +12,7 @@ import csv
 import os
 
 from datasets import cub200
-from datasets.image_folder import IMAGE_EXTENSIONS, Split, list_images
+from datasets.image_folder import Split, class_folders
 from utilities.errors import UserError
 
 NAME = 'folder'
@@ -52,15 +52,7 @@ def read_class_folders(root):
         split_dir = os.path.join(root, folder_name)
         if not os.path.isdir(split_dir):
             continue
-        classes = {}
-        for name in sorted(os.listdir(split_dir)):
-            class_dir = os.path.join(split_dir, name)
-            if not name.startswith('.') and os.path.isdir(class_dir):
-                classes[name] = list_images(class_dir)
-                if not classes[name]:
-                    raise UserError(f'class folder {class_dir} has no images; add images '
-                                    f'({", ".join(IMAGE_EXTENSIONS)}) or remove the folder')
-        by_split[split] = classes
+        by_split[split] = dict(class_folders(split_dir))
     if not by_split:
         raise UserError(f'{root} has neither a {SPLIT_FILE} nor train/ and test/ (or query/ and gallery/) class '
                         'folders; see README, "Your own images"')

@@ -33,19 +33,26 @@ def list_images(folder):
     return [os.path.join(folder, name) for name in names]
 
 
-def list_class_folders(images_dir):
-    """The class folders in `images_dir`, sorted by name, each as (folder name, image paths)."""
-    names = sorted(name for name in os.listdir(images_dir)
-                   if not name.startswith('.') and os.path.isdir(os.path.join(images_dir, name)))
-    if not names:
-        raise UserError(f'{images_dir} has no class folders; expected one folder of images per class')
+def class_folders(parent):
+    """The class folders in `parent`, sorted by name, each as (folder name, image paths); a UserError naming a
+    class folder without images."""
+    names = sorted(name for name in os.listdir(parent)
+                   if not name.startswith('.') and os.path.isdir(os.path.join(parent, name)))
     classes = []
     for name in names:
-        paths = list_images(os.path.join(images_dir, name))
+        paths = list_images(os.path.join(parent, name))
         if not paths:
-            raise UserError(f'class folder {os.path.join(images_dir, name)} has no images; '
+            raise UserError(f'class folder {os.path.join(parent, name)} has no images; '
                             f'add images ({", ".join(IMAGE_EXTENSIONS)}) or remove the folder')
         classes.append((name, paths))
+    return classes
+
+
+def list_class_folders(images_dir):
+    """The class folders in `images_dir`, sorted by name, each as (folder name, image paths); at least two."""
+    classes = class_folders(images_dir)
+    if not classes:
+        raise UserError(f'{images_dir} has no class folders; expected one folder of images per class')
     if len(classes) < 2:
         raise UserError(f'{images_dir} has only one class folder; metric learning needs at least 4 '
                         '(2 for training, 2 for testing)')
