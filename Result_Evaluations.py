@@ -12,10 +12,11 @@ import argparse
 import os
 import sys
 
-from utilities.errors import UserError, exit_code
-from utilities.files import atomic_write_text
-from utilities.plots import plot_result_bars
-from utilities.result_table import (csv_text, find_runs, group_runs, markdown_table, read_run, result_rows,
+import parameters
+from plumbing.errors import UserError, exit_code
+from plumbing.files import atomic_write_text
+from reporting.plots import plot_result_bars
+from reporting.result_table import (csv_text, find_runs, group_runs, markdown_table, read_run, result_rows,
                                     runs_csv_text)
 
 
@@ -31,7 +32,8 @@ def build_parser():
 
 def main(argv=None):
     opt = build_parser().parse_args(argv)
-    runs = [read_run(folder, opt.at_epoch) for folder in find_runs(opt.runs)]
+    flag_defaults = vars(parameters.build_parser().parse_args([]))
+    runs = [read_run(folder, flag_defaults, opt.at_epoch) for folder in find_runs(opt.runs)]
     finished = [run for run in runs if 'skipped' not in run]
     skipped = [run for run in runs if 'skipped' in run]
     if not finished:

@@ -13,18 +13,18 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 import architectures
 import datasets
 import evaluation
 import parameters
-from evaluation.figures import save_test_retrieval_grid, tsne_map
-from utilities.checkpoint import load_checkpoint_into, read_checkpoint
-from utilities.errors import UserError, exit_code
-from utilities.files import atomic_write_bytes, atomic_write_json
-from utilities.logs import setup_logging
-from utilities.runtime import select_device
+from evaluation.evaluator import Evaluator
+from plumbing.errors import UserError, exit_code
+from plumbing.files import atomic_write_bytes, atomic_write_json
+from plumbing.runtime import select_device
+from reporting.figures import save_test_retrieval_grid, tsne_map
+from reporting.logs import setup_logging
+from run_folder.checkpoint import load_checkpoint_into, read_checkpoint
 
 logger = logging.getLogger('Test_pretrained_models')
 AUTHORS_MODELS = 'https://www.dropbox.com/sh/zjnzv5v5m68v6e8/AABP3TFV6YnaKGC3azFCTmSWa?dl=0'
@@ -90,27 +90,25 @@ def main(argv=None):
         paths = checked_paths(released_checkpoints(opt.checkpoint_root, opt.dataset, opt.PSD, opt.OBDP, opt.embed_dim))
         metric_names += [name for name in ('e_recall@1', 'nmi') if name not in metric_names]
     models = {kind: network_for(path, opt, explicit) for kind, path in paths.items()}
-    opt.image_size = next(iter(models.values())).image_size  # the test images at the size the network was built for
+    # The test images at the size the network was built for.
+    evaluated_with = parameters.with_values(opt, image_size=next(iter(models.values())).image_size)
 
     device = select_device(opt.gpu)
-    data = datasets.select(opt)
+    data = datasets.select(evaluated_with)
     for warning in data['warnings']:
         logger.warning(warning)
     test_parts = datasets.test_parts(data)
-    loaders = {part: torch.utils.data.DataLoader(test_set, batch_size=opt.bs, shuffle=False, num_workers=opt.kernels,
-                                                 pin_memory=device.type == 'cuda')
-               for part, test_set in test_parts.items()}
+    evaluator = Evaluator(test_parts, batch_size=opt.bs, workers=opt.kernels, device=device)
     if opt.amp:
         logger.info(evaluation.AMP_NOTE)
     results = {}
     for kind, model in models.items():
         logger.info('evaluating %s (%s) on %s', kind, paths[kind],
                     ', '.join(f'{len(test_set)} {part} images' for part, test_set in test_parts.items()))
-        embedded = {part: evaluation.extract_embeddings(model.to(device), loader, device, amp=opt.amp)
-                    for part, loader in loaders.items()}
+        metrics, embedded = evaluator.evaluate(model.to(device), metric_names, amp=opt.amp,
+                                               use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
         results[kind] = {'checkpoint': paths[kind], 'arch': model.arch, 'embed_dim': model.embed_dim,
-                         'metrics': evaluation.metrics_of_test_embeddings(embedded, metric_names,
-                                                                          use_gpu=opt.evaluate_on_gpu, seed=opt.seed)}
+                         'metrics': metrics}
         if opt.plots:
             write_pictures(opt.plots, kind, embedded, test_parts)
         if opt.save_embeddings:

@@ -10,33 +10,32 @@ import os
 import sys
 import time
 
-import torch
-
 import architectures
 import criteria
 import datasampler
 import datasets
 import evaluation
 import parameters
-from utilities import distributed
-from evaluation.figures import save_test_retrieval_grid
-from utilities.checkpoint import plain_config, read_checkpoint, save_checkpoint
-from utilities.errors import UserError, exit_code
-from utilities.files import FileWriteError
-from utilities.logs import epoch_line, setup_logging
-from utilities.online_log import OnlineLog
-from utilities.optimization import build_optimizer, build_scheduler
-from utilities.plots import plot_history
-from utilities.resume import TrainingState, options_for_resume
-from utilities.run_folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint_note, new_run_folder,
-                                  resume_checkpoint)
-from utilities.run_lock import claim_run_folder
-from utilities.run_record import applied_defaults_line, describe_run, record_start
-from utilities.runtime import seed_everything
-from utilities.stop_signals import StopSignals, ignore_stop_signals
-from utilities.summary import RunSummary
-from utilities.teacher import make_teacher, refresh_teacher
-from utilities.training import EpochProgress, NonFiniteLoss, train_one_epoch
+from engine.optimization import build_optimizer, build_scheduler
+from engine.teacher import make_teacher, refresh_teacher
+from engine.training import EpochProgress, NonFiniteLoss, train_one_epoch, training_loader
+from evaluation.evaluator import Evaluator
+from plumbing import distributed
+from plumbing.errors import UserError, exit_code
+from plumbing.files import FileWriteError
+from plumbing.runtime import seed_everything
+from plumbing.stop_signals import StopSignals
+from reporting.figures import save_test_retrieval_grid
+from reporting.logs import epoch_line, setup_logging
+from reporting.online_log import OnlineLog, use_wandb_key
+from reporting.plots import plot_history
+from run_folder.checkpoint import plain_config, read_checkpoint, save_checkpoint
+from run_folder.folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint_note, new_run_folder,
+                               resume_checkpoint)
+from run_folder.lock import claim_run_folder
+from run_folder.record import applied_defaults_line, describe_run, record_start
+from run_folder.resume import TrainingState, options_for_resume
+from run_folder.summary import RunSummary
 
 logger = logging.getLogger('main')
 
@@ -45,6 +44,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = parameters.build_parser(prog='main.py')
     opt = parameters.parse_args(argv, parser)
+    use_wandb_key(opt.wandb_key)
     resumed = None
     if opt.resume:
         resume_path = resume_checkpoint(opt.resume, opt.save_path, opt.dataset, run_name(opt))
@@ -57,21 +57,20 @@ def main(argv=None):
     setup_logging(quiet=not distributed.is_main())
     seed_everything(opt.seed, opt.deterministic)
     data = datasets.select(opt)
-    opt.n_classes = data['training'].n_classes
     sampler = datasampler.select(opt, data['training'].labels)
-    train_loader = make_loader(data['training'], opt.kernels, device, batch_sampler=sampler)
+    train_loader = training_loader(data['training'], sampler, opt.kernels, device)
     test_parts = datasets.test_parts(data)
-    eval_loaders = {'': {part: make_loader(test_set, opt.kernels, device, batch_size=opt.bs)
-                         for part, test_set in test_parts.items()}}
+    evaluators = {'': Evaluator(test_parts, batch_size=opt.bs, workers=opt.kernels, device=device)}
     if data['validation'] is not None:
-        eval_loaders['val_'] = {'testing': make_loader(data['validation'], opt.kernels, device, batch_size=opt.bs)}
+        evaluators['val_'] = Evaluator({'testing': data['validation']}, batch_size=opt.bs, workers=opt.kernels,
+                                       device=device)
 
     model = architectures.select(opt.arch, opt, load_pretrained=resumed is None).to(device)
     network = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
     teacher = make_teacher(model)
     if opt.compile:
         model.compile()
-    criterion = criteria.select(opt.loss, opt).to(device)
+    criterion = criteria.select(opt.loss, opt, n_classes=data['training'].n_classes).to(device)
     optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay,
                                 fused=device.type == 'cuda')
     scheduler = build_scheduler(optimizer, milestones=opt.tau, gamma=opt.gamma)
@@ -99,7 +98,8 @@ def main(argv=None):
                        run.summary.config, folder, run_id=resumed and online_id,
                        collective_timeout_s=opt.dist_timeout * 60)
     logger.info('run folder %s | %d training images of %d classes | %s on %s | batches: %s', folder,
-                len(data['training']), opt.n_classes, opt.arch, device, datasampler.DRAWS[opt.data_sampler])
+                len(data['training']), data['training'].n_classes, opt.arch, device,
+                datasampler.DRAWS[opt.data_sampler])
     if opt.amp:
         logger.info(evaluation.AMP_NOTE)
 
@@ -122,7 +122,7 @@ def main(argv=None):
                 distributed.broadcast_buffers(model)
                 refresh_teacher(teacher, model)
                 evaluated = (epoch + 1) % opt.evaluate_every == 0 or epoch + 1 == opt.n_epochs
-                metrics, test_embeddings = evaluate(model, eval_loaders, device, opt) if evaluated else ({}, None)
+                metrics, test_embeddings = evaluate(model, evaluators, opt) if evaluated else ({}, None)
                 entry = {'epoch': epoch, **progress.averages(), **rates, **metrics}
                 run.summary.add_epoch(entry)
                 progress = EpochProgress()
@@ -193,35 +193,18 @@ def report_data(data):
                            ', '.join(data[split].left_out))
 
 
-def make_loader(dataset, workers, device, batch_sampler=None, batch_size=None):
-    """Training (batch_sampler) or evaluation (batch_size, in order; under torchrun this rank's shard) loader."""
-    shard = distributed.ShardSampler(len(dataset), distributed.world_size(), distributed.rank())
-    batching = {'batch_sampler': batch_sampler} if batch_sampler is not None else {'batch_size': batch_size,
-                                                                                   'sampler': shard}
-    # A private generator keeps the global torch RNG untouched by loader iteration (bit-exact resume).
-    return torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=device.type == 'cuda',
-                                       persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals,
-                                       generator=torch.Generator(), **batching)
-
-
-def evaluate(model, loaders, device, opt):
-    """Metrics of every evaluation split (test names as they are, validation prefixed val_) and the time taken;
+def evaluate(model, evaluators, opt):
+    """Metrics of every evaluated split (test names as they are, validation prefixed val_) and the time taken;
     the test embeddings {part: (features, labels)} ('testing', or 'query' and 'gallery').
 
     Under torchrun each rank embeds its shard of every part; rank 0 computes the metrics of them all and every rank
     gets them.
     """
     started, results, embeddings = time.perf_counter(), {}, {}
-    for prefix, parts in loaders.items():
-        embedded = {}
-        for part, loader in parts.items():
-            features, labels = evaluation.extract_embeddings(model, loader, device, amp=opt.amp)
-            embedded[part] = (distributed.gather_shards(features, len(loader.dataset)),
-                              distributed.gather_shards(labels, len(loader.dataset)))
-        metrics = distributed.on_main(evaluation.metrics_of_test_embeddings, embedded, opt.evaluation_metrics,
-                                      use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
+    for prefix, evaluator in evaluators.items():
+        metrics, embeddings[prefix] = evaluator.evaluate(model, opt.evaluation_metrics, amp=opt.amp,
+                                                         use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
         results.update({prefix + name: value for name, value in metrics.items()})
-        embeddings[prefix] = embedded
     results['eval_time_s'] = time.perf_counter() - started
     return results, embeddings['']
 

@@ -9,8 +9,7 @@ import os
 import sys
 
 from datasampler.class_balanced import DRAWS
-from utilities.errors import UserError
-from utilities.online_log import take_wandb_key
+from plumbing.errors import UserError
 
 DIGITS_DEFAULTS = {
     'arch': 'resnet18_normalize',
@@ -223,7 +222,7 @@ def validate(opt):
     import criteria
     import datasets
     from evaluation import validate_metric_names
-    from utilities.run_folder import check_run_name
+    from run_folder.folder import check_run_name
 
     datasets.check_dataset_name(opt.dataset)
     if opt.loss not in criteria.LOSSES:
@@ -276,12 +275,16 @@ def validate(opt):
                         f'{" ".join(opt.evaluation_metrics)}; add them there')
 
 
+def with_values(opt, **values):
+    """A copy of the options `opt` with `values` in place of theirs (the options themselves stay as parsed)."""
+    return argparse.Namespace(**{**vars(opt), **values})
+
+
 def parse_args(argv=None, parser=None):
     """Parse, apply dataset defaults and validate: the opt that main.py and the registries read."""
     parser = parser or build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     opt = parser.parse_args(argv)
-    take_wandb_key(opt)
     opt.applied_defaults = apply_dataset_defaults(opt, explicit_flags(parser, argv))
     validate(opt)
     return opt

@@ -21,5 +21,5 @@ for seed in 0 1 2 3 4; do
     "$python" main.py "${common[@]}" --group "digits_MS_OBDSD_s$seed" --PSD --OBDP
 done
 
-"$python" -m evaluation.input_baseline --dataset digits --save_path "$save_path" --group digits_raw_pixels
+"$python" Input_Baseline.py --dataset digits --save_path "$save_path" --group digits_raw_pixels
 "$python" Result_Evaluations.py "$save_path/digits" --out "$save_path/table"

@@ -6,7 +6,7 @@ tag included (vit_small_patch16_224.dino_normalize): see architectures/timm_back
 """
 import logging
 
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +48,13 @@ def build(arch, embed_dim, pretrained=True, pretrained_path=None, image_size=224
 
     backbone, flags = parse_arch(arch)
     options = dict(embed_dim=embed_dim, pretrained=pretrained, pretrained_path=pretrained_path,
-                   normalize='normalize' in flags, frozen_bn='frozen' in flags)
+                   normalize='normalize' in flags, frozen_bn='frozen' in flags, arch=arch, image_size=image_size)
     if backbone == 'bninception':
-        network = BNInceptionEmbedding(**options, double_pool='double' in flags)
-    elif backbone in BACKBONES:
-        network = ResNetEmbedding(backbone, **options, double_pool='double' in flags)
-    else:
-        timm_backbone.check(backbone, flags, image_size)
-        network = timm_backbone.TimmEmbedding(backbone, **options, image_size=image_size)
-    network.arch = arch
-    network.image_size = image_size
-    return network
+        return BNInceptionEmbedding(**options, double_pool='double' in flags)
+    if backbone in BACKBONES:
+        return ResNetEmbedding(backbone, **options, double_pool='double' in flags)
+    timm_backbone.check(backbone, flags, image_size)
+    return timm_backbone.TimmEmbedding(backbone, **options)
 
 
 def select(arch, opt, load_pretrained=True):

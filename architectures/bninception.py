@@ -17,7 +17,7 @@ class BNInceptionEmbedding(EmbeddingNet):
     """
 
     def __init__(self, embed_dim, pretrained, pretrained_path=None,
-                 normalize=False, frozen_bn=False, double_pool=False):
+                 normalize=False, frozen_bn=False, double_pool=False, arch='bninception', image_size=224):
         import pretrainedmodels
 
         backbone = pretrainedmodels.bninception(pretrained=None)
@@ -25,7 +25,7 @@ class BNInceptionEmbedding(EmbeddingNet):
             state = load_weights_file(pretrained_path) if pretrained_path else download_state_dict(BNINCEPTION_URL)
             backbone.load_state_dict(state)
         feature_dim = backbone.last_linear.in_features
-        super().__init__(feature_dim, embed_dim, normalize, frozen_bn, double_pool)
+        super().__init__(feature_dim, embed_dim, normalize, frozen_bn, double_pool, arch, image_size)
         backbone.last_linear = nn.Linear(feature_dim, embed_dim)
         self.model = backbone
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255

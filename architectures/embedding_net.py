@@ -13,14 +13,18 @@ class EmbeddingNet(nn.Module):
     frozen_bn: every BatchNorm stays in eval mode (running statistics never updated), also after `train()`;
       their affine weights still learn, as in the original code.
     double_pool: global average pooling plus global max pooling, summed.
+    arch: the arch string it was built from (e.g. resnet50_frozen_normalize); image_size: the input size it was
+      built for (it matters for patch models only).
     input_mean, input_std: the per-channel statistics the input is normalised with (datasets.transforms
       .to_network_input), those the backbone's pretrained weights expect: ImageNet's unless a subclass says otherwise.
     """
     input_mean = IMAGENET_MEAN
     input_std = IMAGENET_STD
 
-    def __init__(self, feature_dim, embed_dim, normalize, frozen_bn, double_pool):
+    def __init__(self, feature_dim, embed_dim, normalize, frozen_bn, double_pool, arch, image_size):
         super().__init__()
+        self.arch = arch
+        self.image_size = image_size
         self.feature_dim = feature_dim
         self.embed_dim = embed_dim
         self.normalize = normalize

@@ -17,13 +17,13 @@ class ResNetEmbedding(EmbeddingNet):
     """torchvision ResNet whose `fc` is replaced by `last_linear` = Linear(feature_dim, embed_dim)."""
 
     def __init__(self, depth_name, embed_dim, pretrained, pretrained_path=None,
-                 normalize=False, frozen_bn=False, double_pool=False):
+                 normalize=False, frozen_bn=False, double_pool=False, arch=None, image_size=224):
         build, weights = RESNETS[depth_name]
         backbone = build(weights=None)
         if pretrained:
             backbone.load_state_dict(imagenet_state_dict(weights, pretrained_path, rename={'last_linear.': 'fc.'}))
         feature_dim = backbone.fc.in_features
-        super().__init__(feature_dim, embed_dim, normalize, frozen_bn, double_pool)
+        super().__init__(feature_dim, embed_dim, normalize, frozen_bn, double_pool, arch or depth_name, image_size)
         del backbone.fc
         backbone.last_linear = nn.Linear(feature_dim, embed_dim)
         self.model = backbone

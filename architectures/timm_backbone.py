@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from architectures.embedding_net import EmbeddingNet
 from architectures.weights import read_weights_file
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 STATE_DICT_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
 """Where training checkpoints keep their weights, in the order timm's own load_state_dict looks."""
@@ -173,12 +173,12 @@ class TimmEmbedding(EmbeddingNet):
     """
 
     def __init__(self, name, embed_dim, pretrained, pretrained_path=None, normalize=False, frozen_bn=False,
-                 image_size=224):
+                 image_size=224, arch=None):
         from timm.data import resolve_model_data_config
 
         backbone = create_backbone(name, image_size, pretrained, pretrained_path)
         feature_dim = getattr(backbone, 'head_hidden_size', None) or backbone.num_features
-        super().__init__(feature_dim, embed_dim, normalize, frozen_bn, double_pool=False)
+        super().__init__(feature_dim, embed_dim, normalize, frozen_bn, False, arch or name, image_size)
         backbone.last_linear = nn.Linear(feature_dim, embed_dim)
         self.model = backbone
         data_config = resolve_model_data_config(backbone)

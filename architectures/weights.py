@@ -1,7 +1,7 @@
 """ImageNet weights for the backbones: torchvision's cache/download, or an offline file (--pretrained_path)."""
 import torch
 
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 BNINCEPTION_URL = 'http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth'
 

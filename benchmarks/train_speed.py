@@ -7,7 +7,7 @@ candidate alike; the ratios printed are measured within one run.
   flip, ToTensor, Normalize in float32) and ours (uint8 out; also without JPEG draft decoding, and with
   Pillow's resampling instead of torch's), at CUB's typical size and at larger sizes (--photo_sizes).
 - steps: training steps of MS, MS + PSD and MS + PSD + OBDP (epoch 1, so the teacher runs) through
-  utilities.training.train_one_epoch on a batch already decoded, next to the same network's bare
+  engine.training.train_one_epoch on a batch already decoded, next to the same network's bare
   forward + backward on a batch already on the device (the ceiling).
 - epoch: MS training epochs through the real DataLoader with --workers workers at --epoch_image_size,
   against the same steps on decoded batches and the ceiling at that size.
@@ -41,11 +41,10 @@ from benchmarks.photos import CUB_LIKE, write_cub200_folder, write_photos  # noq
 from datasets.image_dataset import ImageDataset, decoded_rgb  # noqa: E402
 from datasets.transforms import (IMAGENET_MEAN, IMAGENET_STD, make_transform, normalisation_of,  # noqa: E402
                                  to_network_input)
-from main import make_loader  # noqa: E402
-from utilities.optimization import build_optimizer  # noqa: E402
-from utilities.stop_signals import StopSignals  # noqa: E402
-from utilities.teacher import make_teacher  # noqa: E402
-from utilities.training import EpochProgress, train_one_epoch  # noqa: E402
+from engine.optimization import build_optimizer  # noqa: E402
+from engine.teacher import make_teacher  # noqa: E402
+from engine.training import EpochProgress, train_one_epoch, training_loader  # noqa: E402
+from plumbing.stop_signals import StopSignals  # noqa: E402
 
 STEP_SETTINGS = {
     'MS': ['--loss', 'multisimilarity'],
@@ -248,7 +247,7 @@ def measure_epoch(args, device, folder):
                              for path, label in zip(training.paths, training.labels.tolist())],
                             training.transform, 'repeated training images')
     sampler = datasampler.select(trainer.opt, repeated.labels)
-    loader = make_loader(repeated, args.workers, device, batch_sampler=sampler)
+    loader = training_loader(repeated, sampler, args.workers, device)
     ceiling_input = to_network_input(uint8_batch(args.bs, size)[1], device, args.channels_last,
                                      *normalisation_of(trainer.model))
     ceiling = bare_forward_backward(trainer.model, ceiling_input, args.amp, device)

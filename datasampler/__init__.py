@@ -1,6 +1,6 @@
 """Datasampler registry: `select(opt, labels)` builds the class-balanced training batch sampler."""
 from datasampler.class_balanced import DRAWS, ClassBalancedBatchSampler
-from utilities import distributed
+from plumbing import distributed
 
 __all__ = ['DRAWS', 'ClassBalancedBatchSampler', 'select']
 

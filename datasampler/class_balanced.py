@@ -1,7 +1,7 @@
 """Batches of `samples_per_class` images from each of `batch_size // samples_per_class` class draws."""
 import numpy as np
 
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 SEED_LIMIT = 2 ** 63  # augmentation seeds are drawn from [0, SEED_LIMIT)
 DRAWS = {

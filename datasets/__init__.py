@@ -19,7 +19,7 @@ from datasets.image_dataset import ImageDataset
 from datasets.split_checks import describe_sizes, split_sizes, split_warnings
 from datasets.transforms import make_transform
 from datasets.validation_split import split_by_classes, split_by_samples
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 MODULES = {module.NAME: module for module in (cub200, cars196, online_products, digits, inshop, folder)}
 DATASETS = tuple(MODULES)
@@ -84,13 +84,13 @@ def test_parts(data):
 
 
 def select(opt):
-    """{'training', 'testing', 'query', 'gallery', 'evaluation', 'validation', 'warnings'} of `opt.dataset`.
+    """{'training', 'testing', 'query', 'gallery', 'validation', 'warnings'} of `opt.dataset`.
 
     A leave-one-out dataset has an ImageDataset 'testing' and None for 'query' and 'gallery'; a query/gallery
-    dataset the reverse (query and gallery share one labelling). 'evaluation' holds the training images under the
-    evaluation transform; 'validation' is None unless `opt.use_tv_split` carves it out of the training split (by
-    classes as the authors, or by samples with `opt.tv_split_by_samples`), keeping the fraction
-    `opt.tv_split_perc` for training. 'warnings' are load_splits' warnings, for the caller to log.
+    dataset the reverse (query and gallery share one labelling). 'validation' is None unless `opt.use_tv_split`
+    carves it out of the training split (by classes as the authors, or by samples with `opt.tv_split_by_samples`),
+    keeping the fraction `opt.tv_split_perc` for training. 'warnings' are load_splits' warnings, for the caller to
+    log.
     """
     _, splits, warnings = load_splits(opt)
     train_split, validation_split = splits['training'], None
@@ -110,12 +110,9 @@ def select(opt):
         return ImageDataset(split.samples, transform, f'{opt.dataset} {split_name}', split.class_names,
                             origins=split.origins, every_class=split_name not in ('query', 'gallery'))
 
-    training = image_dataset(train_split, train_transform, 'training')
-    data = {part: image_dataset(splits.get(part), eval_transform, part) for part in TEST_PARTS}
     return {
-        'training': training,
-        **data,
-        'evaluation': training.with_transform(eval_transform, f'{opt.dataset} training (evaluation)'),
+        'training': image_dataset(train_split, train_transform, 'training'),
+        **{part: image_dataset(splits.get(part), eval_transform, part) for part in TEST_PARTS},
         'validation': image_dataset(validation_split, eval_transform, 'validation'),
         'warnings': warnings,
     }

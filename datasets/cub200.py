@@ -3,7 +3,7 @@ import os
 import re
 
 from datasets.image_folder import images_folder, list_class_folders, split_classes_in_half
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 NAME = 'cub200'
 DOWNLOAD_PAGE = 'https://www.vision.caltech.edu/datasets/cub_200_2011/'

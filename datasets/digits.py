@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from datasets import cub200
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 logger = logging.getLogger(__name__)
 

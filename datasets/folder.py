@@ -12,8 +12,8 @@ import csv
 import os
 
 from datasets import cub200
-from datasets.image_folder import Split, class_folders
-from utilities.errors import UserError
+from datasets.image_folder import class_folders, labelled_split
+from plumbing.errors import UserError
 
 NAME = 'folder'
 DOWNLOAD_PAGE = None
@@ -109,12 +109,7 @@ def check_split_names(present, where):
 def labelled_splits(by_split, origins, where):
     """Splits labelled by sorted class name; query and gallery share one labelling."""
     shared = sorted(set(by_split.get('query', {})) | set(by_split.get('gallery', {})))
-    splits = {}
-    for split, classes in by_split.items():
-        names = shared if split in ('query', 'gallery') else sorted(classes)
-        if len(classes) < 2:
-            raise UserError(f'the {split} split of {where} has {len(classes)} class(es), but at least 2 are needed')
-        label_of = {name: label for label, name in enumerate(names)}
-        samples = [(path, label_of[name]) for name in sorted(classes) for path in classes[name]]
-        splits[split] = Split(samples, names, origins=origins)
-    return splits
+    return {split: labelled_split([(path, name) for name in sorted(classes) for path in classes[name]],
+                                  shared if split in ('query', 'gallery') else sorted(classes), where, split,
+                                  origins=origins)
+            for split, classes in by_split.items()}

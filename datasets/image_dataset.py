@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 import os
 from typing import NamedTuple
 
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
@@ -59,13 +59,21 @@ def list_class_folders(images_dir):
     return classes
 
 
+def labelled_split(samples, class_names, where, split_name, class_groups=None, origins=None):
+    """A Split of `samples` [(path, class name)] labelled by the position of their class in `class_names`, the
+    split's labelling (a query or gallery split shares it with the other, so a class may have no image there);
+    a UserError naming `where` when fewer than two classes have images."""
+    present = {name for _, name in samples}
+    if len(present) < 2:
+        raise UserError(f'{where}: the {split_name} split has {len(present)} class(es), but at least 2 are needed')
+    label_of = {name: label for label, name in enumerate(class_names)}
+    return Split([(path, label_of[name]) for path, name in samples], list(class_names), class_groups, origins)
+
+
 def make_split(classes, dataset_name, split_name):
     """A Split from (class name, image paths) pairs, labelled in the given order."""
-    if len(classes) < 2:
-        raise UserError(f'the {split_name} split of {dataset_name} has {len(classes)} class(es), '
-                        'but at least 2 are needed; add classes to the dataset')
-    samples = [(path, label) for label, (_, paths) in enumerate(classes) for path in paths]
-    return Split(samples, [name for name, _ in classes])
+    return labelled_split([(path, name) for name, paths in classes for path in paths], [name for name, _ in classes],
+                          dataset_name, split_name)
 
 
 def split_classes_in_half(classes, dataset_name):

@@ -6,8 +6,8 @@ one whitespace-aligned row per image, its path relative to `Img/` and its status
 """
 import os
 
-from datasets.image_folder import Split
-from utilities.errors import UserError
+from datasets.image_folder import labelled_split
+from plumbing.errors import UserError
 
 NAME = 'inshop'
 DOWNLOAD_PAGE = 'https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/InShopRetrieval.html'
@@ -18,6 +18,7 @@ DEFAULT_METRICS = ('e_recall@1', 'e_recall@10', 'e_recall@20', 'e_recall@30', 'e
 PUBLISHED_SIZES = {'training': (25882, 3997), 'query': (14218, 3985), 'gallery': (12612, 3985)}
 HEADER = ['image_name', 'item_id', 'evaluation_status']
 SPLIT_OF_STATUS = {'train': 'training', 'query': 'query', 'gallery': 'gallery'}
+STATUS_OF_SPLIT = {split: status for status, split in SPLIT_OF_STATUS.items()}
 
 
 def read_partition(path):
@@ -51,19 +52,6 @@ def read_partition(path):
     return entries
 
 
-def labelled_split(entries, item_ids, path, split_name):
-    """A Split of `entries` labelled by the position of their item in `item_ids` (sorted)."""
-    present = {item for _, _, item, _ in entries}
-    if len(present) < 2:
-        raise UserError(f'{path}: the {split_name} split lists {len(present)} item(s), but at least 2 are needed')
-    label_of = {item: label for label, item in enumerate(item_ids)}
-    samples, origins = [], {}
-    for line_number, image_path, item, _ in entries:
-        samples.append((image_path, label_of[item]))
-        origins[image_path] = f'{path}, line {line_number}'
-    return Split(samples, list(item_ids), origins=origins)
-
-
 def load_splits(root):
     """{'training': Split, 'query': Split, 'gallery': Split} of the In-Shop folder `root`; query and gallery share
     one labelling (item ids in sorted order), training has its own."""
@@ -73,6 +61,8 @@ def load_splits(root):
         by_split[split].append((line_number, os.path.join(root, 'Img', name), item, split))
     training_items = sorted({item for _, _, item, _ in by_split['training']})
     evaluation_items = sorted({item for split in ('query', 'gallery') for _, _, item, _ in by_split[split]})
-    return {'training': labelled_split(by_split['training'], training_items, path, 'train'),
-            'query': labelled_split(by_split['query'], evaluation_items, path, 'query'),
-            'gallery': labelled_split(by_split['gallery'], evaluation_items, path, 'gallery')}
+    items = {'training': training_items, 'query': evaluation_items, 'gallery': evaluation_items}
+    return {split: labelled_split([(image_path, item) for _, image_path, item, _ in entries], items[split], path,
+                                  STATUS_OF_SPLIT[split],
+                                  origins={image_path: f'{path}, line {line}' for line, image_path, _, _ in entries})
+            for split, entries in by_split.items()}

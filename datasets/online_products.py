@@ -1,8 +1,9 @@
 """Stanford Online Products: `images/<category>_final/*.JPG`, split by `Info_Files/Ebay_{train,test}.txt`."""
 import os
 
-from datasets.image_folder import Split, images_folder
-from utilities.errors import UserError
+from datasets import image_folder
+from datasets.image_folder import images_folder
+from plumbing.errors import UserError
 
 NAME = 'online_products'
 DOWNLOAD_PAGE = 'https://cvgl.stanford.edu/projects/lifted_struct/'
@@ -33,17 +34,15 @@ def read_split_file(list_path, images_dir):
     return entries
 
 
-def labelled_split(entries, list_path):
+def labelled_split(entries, list_path, split_name):
     """A Split whose labels number the class ids 0..C-1 in increasing id order; names are the ids, groups
     the super-class ids."""
     super_class_of = {class_id: super_class for _, class_id, super_class, _ in entries}
     class_ids = sorted(super_class_of)
-    if len(class_ids) < 2:
-        raise UserError(f'{list_path} lists {len(class_ids)} class(es); a split needs at least 2')
-    label_of = {class_id: label for label, class_id in enumerate(class_ids)}
-    return Split([(path, label_of[class_id]) for path, class_id, _, _ in entries], [str(i) for i in class_ids],
-                 [super_class_of[class_id] for class_id in class_ids],
-                 origins={path: f'{list_path}, line {line}' for path, _, _, line in entries})
+    return image_folder.labelled_split(
+        [(path, str(class_id)) for path, class_id, _, _ in entries], [str(class_id) for class_id in class_ids],
+        list_path, split_name, class_groups=[super_class_of[class_id] for class_id in class_ids],
+        origins={path: f'{list_path}, line {line}' for path, _, _, line in entries})
 
 
 def load_splits(root):
@@ -52,5 +51,5 @@ def load_splits(root):
     splits = {}
     for split_name, file_name in SPLIT_FILES.items():
         list_path = os.path.join(root, 'Info_Files', file_name)
-        splits[split_name] = labelled_split(read_split_file(list_path, images_dir), list_path)
+        splits[split_name] = labelled_split(read_split_file(list_path, images_dir), list_path, split_name)
     return splits

@@ -16,7 +16,7 @@ from torchvision import transforms
 from torchvision.transforms import functional as F
 from torchvision.transforms.v2 import functional as F2
 
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

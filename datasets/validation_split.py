@@ -2,7 +2,7 @@
 import numpy as np
 
 from datasets.image_folder import Split
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 
 def relabel(samples, class_names):

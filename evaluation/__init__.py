@@ -10,11 +10,11 @@ import logging
 import numpy as np
 import torch
 
-from evaluation.clustering import kmeans_assignment, nmi, pair_f1
+from evaluation.clustering import Clustering, kmeans_assignment
 from evaluation.embeddings import AMP_NOTE, extract_embeddings
-from evaluation.metric_names import METRICS, parse_metric_names, validate_metric_names
-from evaluation.retrieval import DEFAULT_CHUNK_SIZE, retrieval_metrics
-from utilities.errors import UserError
+from evaluation.metrics import METRICS, parse_metric_names, validate_metric_names
+from evaluation.retrieval import DEFAULT_CHUNK_SIZE, rank_queries, relevant_counts
+from plumbing.errors import UserError
 
 __all__ = ['AMP_NOTE', 'METRICS', 'NonFiniteEmbeddings', 'compute_metrics', 'extract_embeddings',
            'metrics_of_test_embeddings', 'validate_metric_names']
@@ -36,7 +36,8 @@ def compute_metrics(features, labels, metric_names, *, use_gpu=False, seed=0,
     k-means in faiss on the GPU, falling back to the CPU with a warning where there is none.
     `seed` seeds k-means; `chunk_size` is the number of queries ranked at a time.
     """
-    request = parse_metric_names(metric_names)
+    requested = parse_metric_names(metric_names)
+    reads = {request.metric.reads for request in requested}
     features, labels = _checked_inputs(features, labels)
     has_gallery = gallery_features is not None
     if has_gallery:
@@ -46,23 +47,24 @@ def compute_metrics(features, labels, metric_names, *, use_gpu=False, seed=0,
                              f'{gallery_features.shape[1]}')
         gallery_features = _normalised(gallery_features)
     features = _normalised(features)
-    results = {}
-    if request.needs_retrieval:
+    products = {}
+    if reads & {'ranks', 'hits'}:
         device = _retrieval_device(use_gpu)
+        queries = torch.from_numpy(labels).to(device)
         gallery = (dict(gallery_features=torch.from_numpy(gallery_features).to(device),
                         gallery_labels=torch.from_numpy(gallery_labels).to(device)) if has_gallery else {})
-        results.update(retrieval_metrics(
-            torch.from_numpy(features).to(device), torch.from_numpy(labels).to(device),
-            recall_ks=request.recall_ks, map_at_r=request.map_at_r, map_ks=request.map_ks,
-            chunk_size=chunk_size, **gallery))
-    if request.needs_clustering:
+        largest_r = int(relevant_counts(queries, gallery.get('gallery_labels')).max())
+        depths = [request.metric.depth(request.k, largest_r) for request in requested
+                  if request.metric.reads == 'hits']
+        retrieval = rank_queries(torch.from_numpy(features).to(device), queries, ranks='ranks' in reads,
+                                 depth=max(depths) if depths else None, chunk_size=chunk_size, **gallery)
+        products.update(ranks=retrieval, hits=retrieval)
+    if 'clusters' in reads:
         if has_gallery:
             features, labels = np.concatenate([features, gallery_features]), np.concatenate([labels, gallery_labels])
-        assignment = kmeans_assignment(features, len(np.unique(labels)), seed=seed,
-                                       use_gpu=use_gpu)
-        results['nmi'] = nmi(labels, assignment)
-        results['f1'] = pair_f1(labels, assignment)
-    return {name: results[name] for name in metric_names}
+        products['clusters'] = Clustering(labels, kmeans_assignment(features, len(np.unique(labels)), seed=seed,
+                                                                    use_gpu=use_gpu))
+    return {request.name: request.metric.value(products[request.metric.reads], request.k) for request in requested}
 
 
 def metrics_of_test_embeddings(embedded, metric_names, **options):

@@ -1,6 +1,7 @@
 """Clustering metrics: faiss k-means with one cluster per class, scored by NMI and pair F1."""
 import functools
 import logging
+from typing import NamedTuple
 
 import faiss
 import numpy as np
@@ -8,6 +9,12 @@ from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import pair_confusion_matrix
 
 logger = logging.getLogger(__name__)
+
+
+class Clustering(NamedTuple):
+    """A k-means clustering of labelled samples: what the clustering metrics read."""
+    labels: np.ndarray
+    assignment: np.ndarray
 
 
 def kmeans_assignment(features, n_clusters, *, seed=0, use_gpu=False, n_iterations=20):

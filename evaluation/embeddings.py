@@ -4,7 +4,7 @@ import torch
 from tqdm import tqdm
 
 from datasets.transforms import normalisation_of, to_network_input
-from utilities import distributed
+from plumbing import distributed
 
 AMP_NOTE = ('--amp: test images are embedded in bfloat16; metrics may differ from a float32 evaluation '
             'in the third decimal')

@@ -1,4 +1,4 @@
-"""Retrieval metrics, ranked by inner product, in one of two protocols:
+"""Every query ranked by inner product (what the retrieval metrics read), in one of two protocols:
 
 - leave-one-out (cub200, cars196, online_products, digits): every sample queries all other samples. A query
   never retrieves itself: it is excluded by index, so an exact duplicate of the query still counts as a neighbour.
@@ -13,20 +13,53 @@ Ties: Recall@K ranks the best same-class sample by the number of samples strictl
 so ties are resolved in the query's favour; the MAP metrics take torch.topk's order among ties.
 Embeddings from a network have no exact ties in practice.
 """
+from dataclasses import dataclass
+
 import torch
 
 DEFAULT_CHUNK_SIZE = 1024
 
 
-def retrieval_metrics(features, labels, *, recall_ks=(), map_at_r=False, map_ks=(),
-                      chunk_size=DEFAULT_CHUNK_SIZE, gallery_features=None, gallery_labels=None):
-    """Recall@K, MAP@R and MAP@K of the queries `features` (N x D tensor) under `labels` (N int tensor).
+@dataclass
+class Retrieval:
+    """What one ranking of every query gives the metrics (evaluation.metrics reads them):
+    best_positive_rank: (Q) int64, the 0-based rank of each query's most similar same-class sample (int64 max where
+      it has none), or None where no metric reads it;
+    precisions_at_hits: (Q x depth) float64, precision@i at the positions i among the depth nearest where a
+      same-class sample is, else 0;
+    n_relevant: (Q) int64, R: the number of same-class samples there are to find."""
+    best_positive_rank: torch.Tensor
+    precisions_at_hits: torch.Tensor
+    n_relevant: torch.Tensor
+
+    def recall_at(self, k):
+        """The fraction of queries with a same-class sample among their k nearest."""
+        return (self.best_positive_rank < k).double().mean().item()
+
+    def mean_average_precision(self, normaliser, cutoff):
+        """Mean over the queries with normaliser > 0 of (the sum of their precisions at hits within the `cutoff`
+        nearest) / normaliser (nan when no query has one); `normaliser` (Q), `cutoff` (Q) or a number."""
+        positions = torch.arange(self.precisions_at_hits.shape[1], device=self.precisions_at_hits.device)
+        cutoff = torch.as_tensor(cutoff, device=positions.device)
+        within_cutoff = positions < (cutoff[:, None] if cutoff.ndim else cutoff)
+        average_precision = (self.precisions_at_hits * within_cutoff).sum(1) / normaliser
+        return average_precision[normaliser > 0].mean().item()
+
+
+def relevant_counts(labels, gallery_labels=None):
+    """R of each query (N int tensor `labels`): the number of other samples of its class, or, with
+    `gallery_labels`, of gallery samples of its class."""
+    classes = _ClassIndex(labels if gallery_labels is None else gallery_labels)
+    return classes.sizes_of(classes.class_index_of(labels)) - int(gallery_labels is None)
+
+
+def rank_queries(features, labels, *, ranks=True, depth=None, chunk_size=DEFAULT_CHUNK_SIZE, gallery_features=None,
+                 gallery_labels=None):
+    """The Retrieval of the queries `features` (N x D tensor) under `labels` (N int tensor): with `ranks`, each
+    one's best same-class rank; with a `depth`, the precisions at hits among its `depth` nearest.
 
     Without a gallery each query is ranked against the other queries (leave-one-out); with `gallery_features`
-    (M x D) and `gallery_labels` (M) against the gallery alone. Returns {'e_recall@K': ..., 'mAP@R': ...,
-    'mAP@K': ...} for the requested K. A query without a same-class sample to find is a miss for Recall@K and
-    left out of the MAP averages (MAP is nan when no query has one). R is the number of same-class samples
-    there are to find: the query's class's other samples, or its gallery images.
+    (M x D) and `gallery_labels` (M) against the gallery alone.
     """
     leave_one_out = gallery_features is None
     if leave_one_out:
@@ -35,8 +68,8 @@ def retrieval_metrics(features, labels, *, recall_ks=(), map_at_r=False, map_ks=
     query_classes = classes.class_index_of(labels)
     n_relevant = classes.sizes_of(query_classes) - int(leave_one_out)
     n_queries, n_gallery = len(features), len(gallery_features)
-    map_depth = min(max([*map_ks, *([int(n_relevant.max())] if map_at_r else [])], default=0),
-                    n_gallery - int(leave_one_out))
+    hits = depth is not None
+    depth = min(depth or 0, n_gallery - int(leave_one_out))
     sims_buffer = features.new_empty((min(chunk_size, n_queries), n_gallery))
     best_positive_ranks, precisions_at_hits = [], []
     for start in range(0, n_queries, chunk_size):
@@ -44,25 +77,13 @@ def retrieval_metrics(features, labels, *, recall_ks=(), map_at_r=False, map_ks=
         sims = torch.matmul(features[queries], gallery_features.T, out=sims_buffer[:len(queries)])
         if leave_one_out:
             sims[torch.arange(len(queries), device=features.device), queries] = -torch.inf
-        if map_at_r or map_ks:
-            precisions_at_hits.append(_precisions_at_hits(sims, query_classes[queries], classes, map_depth))
-        if recall_ks:  # last: it overwrites `sims`
+        if hits:
+            precisions_at_hits.append(_precisions_at_hits(sims, query_classes[queries], classes, depth))
+        if ranks:  # last: it overwrites `sims`
             best_positive_ranks.append(_best_positive_rank(sims, query_classes[queries], n_relevant[queries],
                                                            classes))
-
-    results = {}
-    if recall_ks:
-        ranks = torch.cat(best_positive_ranks)
-        for k in recall_ks:
-            results[f'e_recall@{k}'] = (ranks < k).double().mean().item()
-    if map_at_r or map_ks:
-        precisions = torch.cat(precisions_at_hits)
-        if map_at_r:
-            results['mAP@R'] = _mean_average_precision(precisions, n_relevant, n_relevant)
-        for k in map_ks:
-            results[f'mAP@{k}'] = _mean_average_precision(
-                precisions, n_relevant.clamp_max(k), torch.full_like(n_relevant, k))
-    return results
+    return Retrieval(torch.cat(best_positive_ranks) if ranks else None,
+                     torch.cat(precisions_at_hits) if hits else None, n_relevant)
 
 
 class _ClassIndex:
@@ -112,11 +133,3 @@ def _precisions_at_hits(sims, query_classes, classes, depth):
     hits_so_far = is_hit.cumsum(1, dtype=torch.float64)
     positions = torch.arange(1, depth + 1, device=sims.device, dtype=torch.float64)
     return hits_so_far / positions * is_hit
-
-
-def _mean_average_precision(precisions_at_hits, normaliser, cutoff):
-    """Mean over queries with normaliser > 0 of (sum of precisions within cutoff) / normaliser."""
-    within_cutoff = torch.arange(precisions_at_hits.shape[1],
-                                 device=precisions_at_hits.device) < cutoff[:, None]
-    average_precision = (precisions_at_hits * within_cutoff).sum(1) / normaliser
-    return average_precision[normaliser > 0].mean().item()

@@ -22,13 +22,14 @@ import datasampler  # noqa: E402
 import datasets  # noqa: E402
 import main  # noqa: E402
 import parameters  # noqa: E402
+from engine.optimization import build_optimizer  # noqa: E402
+from engine.teacher import make_teacher  # noqa: E402
+from engine.training import EpochProgress, train_one_epoch, training_loader  # noqa: E402
+from evaluation.evaluator import Evaluator  # noqa: E402
+from plumbing import distributed  # noqa: E402
+from plumbing.runtime import seed_everything  # noqa: E402
+from plumbing.stop_signals import StopSignals  # noqa: E402
 from runs import tiny_run_flags  # noqa: E402
-from utilities import distributed  # noqa: E402
-from utilities.optimization import build_optimizer  # noqa: E402
-from utilities.runtime import seed_everything  # noqa: E402
-from utilities.stop_signals import StopSignals  # noqa: E402
-from utilities.teacher import make_teacher  # noqa: E402
-from utilities.training import EpochProgress, train_one_epoch  # noqa: E402
 
 # 8 images of 4 training classes: one batch of 4 classes x 2; frozen BatchNorm (a ViT has LayerNorm) makes each
 # sample's embedding independent of the others in its slice; SGD (unlike Adam) shows any error in the gradient's scale.
@@ -58,16 +59,15 @@ def step(source, out, archs):
 
 def arch_step(opt, data, device, out):
     seed_everything(opt.seed)
-    opt.n_classes = data['training'].n_classes
     sampler = datasampler.select(opt, data['training'].labels)
     sampler.set_epoch(EPOCH)
-    loader = main.make_loader(data['training'], 0, device, batch_sampler=sampler)
+    loader = training_loader(data['training'], sampler, 0, device)
     model = architectures.select(opt.arch, opt)
     before = {name: value.clone() for name, value in model.state_dict().items()}
     network = distributed.wrap(model, device)
     teacher = make_teacher(model)
     perturb(teacher)
-    criterion = criteria.select(opt.loss, opt)
+    criterion = criteria.select(opt.loss, opt, n_classes=data['training'].n_classes)
     optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay)
     progress = train_one_epoch(network, teacher, criterion, optimizer, loader, device, EPOCH, EpochProgress(),
                                StopSignals(), skip_nonfinite=False)
@@ -96,11 +96,9 @@ def evaluate(source, out):
     device = distributed.init(opt.dist_backend, opt.gpu, opt.bs, opt.samples_per_class, opt.dist_timeout)
     seed_everything(opt.seed)
     data = datasets.select(opt)
-    opt.n_classes = data['training'].n_classes
     model = architectures.select(opt.arch, opt)
-    loaders = {'': {part: main.make_loader(test_set, 0, device, batch_size=5)
-                    for part, test_set in datasets.test_parts(data).items()}}
-    metrics, embedded = main.evaluate(model, loaders, device, opt)
+    evaluators = {'': Evaluator(datasets.test_parts(data), batch_size=5, workers=0, device=device)}
+    metrics, embedded = main.evaluate(model, evaluators, opt)
     if distributed.is_main():
         metrics.pop('eval_time_s')
         np.savez(out, metrics=json.dumps(metrics), **{f'{part}_{i}': array for part, arrays in embedded.items()

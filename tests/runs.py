@@ -20,12 +20,12 @@ def run_script(script, *args, timeout=300, env=None):
 
 
 def run_entry_point(module_name, *args):
-    """A script's main(argv) run as its `__main__` block runs it (utilities.errors.exit_code), but in this process,
+    """A script's main(argv) run as its `__main__` block runs it (plumbing.errors.exit_code), but in this process,
     which has paid already for the imports that a subprocess repeats (seconds each): the exit code (stderr for
     capsys)."""
     import importlib
 
-    from utilities.errors import exit_code
+    from plumbing.errors import exit_code
 
     module = importlib.import_module(module_name)
     return exit_code(lambda: module.main([str(a) for a in args]))
@@ -34,7 +34,7 @@ def run_entry_point(module_name, *args):
 def run_main(*args):
     """main.main in-process; a UserError comes back as the SystemExit that the command line would give."""
     import main
-    from utilities.errors import UserError, exit_with
+    from plumbing.errors import UserError, exit_with
 
     try:
         return main.main([str(a) for a in args])

@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 import architectures
-from utilities.checkpoint import load_weights
-from utilities.errors import UserError
+from run_folder.checkpoint import load_weights
+from plumbing.errors import UserError
 from authors_checkpoint import authors_state_dict, expected_embeddings, fixed_input
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import architectures
-from utilities.checkpoint import load_weights, plain_config, save_checkpoint
-from utilities.errors import UserError
-from utilities.files import FileWriteError, atomic_write_bytes
+from run_folder.checkpoint import load_weights, plain_config, save_checkpoint
+from plumbing.errors import UserError
+from plumbing.files import FileWriteError, atomic_write_bytes
 
 
 def net(arch='resnet18_normalize', embed_dim=8):

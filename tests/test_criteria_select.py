@@ -10,7 +10,7 @@ from criteria.margin import MarginLoss
 from criteria.multisimilarity import MultiSimilarityLoss
 from criteria.obd_sd import ObdSdLoss
 from criteria.triplet import TripletLoss
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 
 def make_opt(**overrides):
@@ -19,7 +19,7 @@ def make_opt(**overrides):
         loss_multisimilarity_pos_weight=2.0, loss_multisimilarity_neg_weight=40.0,
         loss_multisimilarity_margin=0.1, loss_multisimilarity_thresh=0.5,
         loss_margin_margin=0.2, loss_margin_beta=1.2, loss_margin_beta_constant=False, loss_margin_nu=0.0,
-        loss_margin_beta_lr=0.0005, n_classes=10,
+        loss_margin_beta_lr=0.0005,
         loss_triplet_margin=0.2, loss_contrastive_pos_margin=0.0, loss_contrastive_neg_margin=1.0,
         miner_distance_lower_cutoff=0.5, miner_distance_upper_cutoff=1.4,
         PSD=False, OBDP=False, kd_lambda=1.0, kd_tau=1.0, diffusion_w=0.0, diffusion_tau=1.0, n_epochs=150)
@@ -37,8 +37,8 @@ def test_names():
 
 @pytest.mark.parametrize('name', list(BASE_TYPES))
 def test_selects_every_loss_and_its_obd_sd_variant(name):
-    assert type(criteria.select(name, make_opt())) is BASE_TYPES[name]
-    wrapped = criteria.select(name + '_obd_sd', make_opt(PSD=True, OBDP=True, diffusion_w=0.3))
+    assert type(criteria.select(name, make_opt(), n_classes=10)) is BASE_TYPES[name]
+    wrapped = criteria.select(name + '_obd_sd', make_opt(PSD=True, OBDP=True, diffusion_w=0.3), n_classes=10)
     assert isinstance(wrapped, ObdSdLoss) and type(wrapped.base_loss) is BASE_TYPES[name]
     embeddings = torch.nn.functional.normalize(torch.randn(8, 16), dim=1).requires_grad_()
     labels = torch.arange(4).repeat_interleave(2)
@@ -51,7 +51,7 @@ def test_passes_flags_to_the_constructors():
     opt = make_opt(loss_multisimilarity_pos_weight=3.0, loss_multisimilarity_neg_weight=30.0,
                    loss_multisimilarity_margin=0.2, loss_multisimilarity_thresh=0.4,
                    loss_margin_margin=0.3, loss_margin_beta=1.1, loss_margin_nu=0.01, loss_margin_beta_lr=0.1,
-                   n_classes=7, miner_distance_lower_cutoff=0.6, miner_distance_upper_cutoff=1.3,
+                   miner_distance_lower_cutoff=0.6, miner_distance_upper_cutoff=1.3,
                    loss_triplet_margin=0.4, loss_contrastive_pos_margin=0.1, loss_contrastive_neg_margin=0.9,
                    PSD=True, OBDP=True, kd_lambda=75.0, kd_tau=2.0, diffusion_w=0.99, diffusion_tau=0.005,
                    n_epochs=300)
@@ -60,11 +60,11 @@ def test_passes_flags_to_the_constructors():
         True, True, 75.0, 2.0, 0.99, 0.005, 300)
     base = ms.base_loss
     assert (base.pos_weight, base.neg_weight, base.margin, base.threshold) == (3.0, 30.0, 0.2, 0.4)
-    margin = criteria.select('margin', make_opt(**{**vars(opt), 'PSD': False, 'OBDP': False}))
+    margin = criteria.select('margin', make_opt(**{**vars(opt), 'PSD': False, 'OBDP': False}), n_classes=7)
     assert (margin.margin, margin.nu, margin.lower_cutoff, margin.upper_cutoff) == (0.3, 0.01, 0.6, 1.3)
     assert torch.equal(margin.beta.detach(), torch.full((7,), 1.1))
     assert margin.param_groups(1e-5)[0]['lr'] == 0.1
-    constant = criteria.select('margin', make_opt(loss_margin_beta_constant=True))
+    constant = criteria.select('margin', make_opt(loss_margin_beta_constant=True), n_classes=10)
     assert constant.param_groups(1e-5) == []
     assert criteria.select('triplet', make_opt(loss_triplet_margin=0.4)).margin == 0.4
     contrastive = criteria.select('contrastive', make_opt(loss_contrastive_pos_margin=0.1,
@@ -74,7 +74,7 @@ def test_passes_flags_to_the_constructors():
 
 @pytest.mark.parametrize('name', ['multisimilarity_obd_sd', *BASE_TYPES])
 def test_without_psd_no_teacher_is_needed(name):
-    criterion = criteria.select(name, make_opt())
+    criterion = criteria.select(name, make_opt(), n_classes=10)
     assert not criterion.needs_teacher(10)
     embeddings = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
     criterion(embeddings, torch.arange(4).repeat_interleave(2), epoch=10)

@@ -8,7 +8,7 @@ import torch
 import datasampler
 import datasets
 from datasampler.class_balanced import ClassBalancedBatchSampler
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 # Ten classes: nine of five images and one (class 9) of a single image, 46 images in all.
 LABELS = np.repeat(np.arange(10), [5] * 9 + [1])

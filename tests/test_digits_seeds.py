@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
+import Input_Baseline
 import Result_Evaluations
-from evaluation import input_baseline
 from runs import ROOT, read_summary, run_main
 
 SCRIPT = os.path.join(ROOT, 'Sample_Runs', 'digits_seeds.sh')
@@ -29,7 +29,7 @@ def test_three_settings_of_five_seeds_then_the_table(tmp_path):
     result, calls = recorded_commands(tmp_path, save_path)
     assert result.returncode == 0, result.stderr
     runs, baseline, table = calls[:-2], calls[-2], calls[-1]
-    assert baseline == ['-m', 'evaluation.input_baseline', '--dataset', 'digits', '--save_path', str(save_path),
+    assert baseline == ['Input_Baseline.py', '--dataset', 'digits', '--save_path', str(save_path),
                         '--group', 'digits_raw_pixels']
     assert table == ['Result_Evaluations.py', f'{save_path}/digits', '--out', f'{save_path}/table']
     settings = {}
@@ -52,10 +52,10 @@ def test_the_table_has_the_raw_pixel_baseline_row_next_to_the_trained_runs(tmp_p
     save_path = tmp_path / 'seeds'
     _, calls = recorded_commands(tmp_path, save_path)
     baseline, table = calls[-2:]
-    assert input_baseline.main(baseline[2:]) == 0  # as the script runs it
+    assert Input_Baseline.main(baseline[1:]) == 0  # as the script runs it
     summary = read_summary(save_path / 'digits' / 'digits_raw_pixels')
     config, (entry,) = summary['config'], summary['history']
-    assert config['arch'] == input_baseline.ARCH and config['n_epochs'] == 0
+    assert config['arch'] == Input_Baseline.ARCH and config['n_epochs'] == 0
     assert config['image_size'] == 32, 'the test images as the digits runs see them'
     trained = save_path / 'digits' / 'digits_MS_s0'  # a trained run's record beside it
     trained.mkdir()

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from runs import ROOT, read_summary, run_main, tiny_run_flags
-from utilities import distributed
-from utilities.stop_signals import StopSignals
+from plumbing import distributed
+from plumbing.stop_signals import StopSignals
 
 WORKER = os.path.join(ROOT, 'tests', 'distributed_worker.py')
 
@@ -148,7 +148,7 @@ def test_two_processes_evaluate_query_and_gallery_as_one(make_inshop, tmp_path):
 @pytest.mark.parametrize('main_process', [True, False])
 def test_progress_bars_only_on_the_main_process(main_process, monkeypatch):
     import evaluation.embeddings
-    import utilities.training
+    import engine.training
 
     from tqdm import tqdm
 
@@ -159,7 +159,7 @@ def test_progress_bars_only_on_the_main_process(main_process, monkeypatch):
         return tqdm(iterable, disable=disable, **kwargs)
 
     monkeypatch.setattr(distributed, 'is_main', lambda: main_process)
-    for module in (evaluation.embeddings, utilities.training):
+    for module in (evaluation.embeddings, engine.training):
         monkeypatch.setattr(module, 'tqdm', recording_tqdm)
     model = torch.nn.Linear(3 * 2 * 2, 4)
     network = torch.nn.Sequential(torch.nn.Flatten(), model)
@@ -167,8 +167,8 @@ def test_progress_bars_only_on_the_main_process(main_process, monkeypatch):
     evaluation.embeddings.extract_embeddings(network, [batch], 'cpu')
     criterion = lambda embeddings, labels, **kwargs: embeddings.square().mean()  # noqa: E731
     criterion.needs_teacher, criterion.terms = (lambda epoch: False), {}
-    utilities.training.train_one_epoch(network, None, criterion, torch.optim.SGD(model.parameters(), lr=0.1),
-                                       [batch], torch.device('cpu'), 0, utilities.training.EpochProgress(),
+    engine.training.train_one_epoch(network, None, criterion, torch.optim.SGD(model.parameters(), lr=0.1),
+                                       [batch], torch.device('cpu'), 0, engine.training.EpochProgress(),
                                        StopSignals(), skip_nonfinite=False)
     assert shown == [main_process, main_process]
 

@@ -10,7 +10,7 @@ import evaluation
 from datasets import transforms
 from datasets.transforms import to_network_input
 from evaluation import clustering
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 
 def normalised_random_features(n, dim=8, seed=0):
@@ -291,14 +291,15 @@ def test_cpu_evaluation_embeds_in_float32_unless_amp(amp):
 def test_training_evaluation_passes_amp_on(monkeypatch, amp):
     import argparse
     import main
+    from evaluation.evaluator import Evaluator
     calls = []
 
     def recording_extract(model, loader, device, amp=False):
         calls.append(amp)
         return np.eye(4, dtype=np.float32), np.array([0, 0, 1, 1])
 
-    monkeypatch.setattr(evaluation, 'extract_embeddings', recording_extract)
+    monkeypatch.setattr(evaluation.embeddings, 'extract_embeddings', recording_extract)
     opt = argparse.Namespace(amp=amp, evaluation_metrics=['e_recall@1'], evaluate_on_gpu=False, seed=0)
-    loader = argparse.Namespace(dataset=[0] * 4)
-    main.evaluate(torch.nn.Identity(), {'': {'testing': loader}, 'val_': {'testing': loader}}, torch.device('cpu'), opt)
+    evaluator = Evaluator({'testing': [0] * 4}, batch_size=2, workers=0, device=torch.device('cpu'))
+    main.evaluate(torch.nn.Identity(), {'': evaluator, 'val_': evaluator}, opt)
     assert calls == [amp, amp]

@@ -2,9 +2,9 @@
 import numpy as np
 from PIL import Image
 
-from evaluation.figures import (OTHER_CLASS, SAME_CLASS, nearest_neighbours, pick_queries, retrieval_grid,
+from reporting.figures import (OTHER_CLASS, SAME_CLASS, nearest_neighbours, pick_queries, retrieval_grid,
                                 save_retrieval_grid, tsne_map)
-from utilities.plots import plot_history
+from reporting.plots import plot_history
 
 
 def decoded(path):

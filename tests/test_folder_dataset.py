@@ -11,7 +11,7 @@ from datasets import cars196, cub200
 from datasets.image_folder import Split
 from datasets.split_checks import published_size_warning
 from runs import run_main, tiny_run_flags
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 # Class names with spaces and non-ASCII letters, as a file system allows them.
 LEAVE_ONE_OUT = {'train': {'Grüner Apfel': 4, 'red pear': 4, 'Zitrone': 4},
@@ -90,7 +90,7 @@ def test_split_file_elsewhere_and_its_labels_are_any_string(make_image_folder, t
     (['train/a/image_00.jpg,a,train', 'train/b/image_00.jpg,b,train', 'query/y/image_00.jpg,y,query'], None,
      'evaluation split\\(s\\) query; use either test, or query and gallery'),
     (['train/a/image_00.jpg,a,train', 'query/y/image_00.jpg,y,test', 'query/y/image_01.jpg,y,test'], None,
-     'the training split of .* has 1 class'),
+     'split.csv: the training split has 1 class'),
 ])
 def test_bad_split_csv_names_the_row(make_image_folder, rows, header, message):
     root = make_image_folder(QUERY_GALLERY)

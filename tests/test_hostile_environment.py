@@ -16,9 +16,9 @@ from PIL import Image
 import parameters
 import Test_pretrained_models
 from runs import ROOT, one_line_error, read_summary, run_main, tiny_run_flags
-from utilities.errors import UserError
-from utilities.files import atomic_write_bytes
-from utilities.run_lock import LOCK_FILE, RunFolderLock
+from plumbing.errors import UserError
+from plumbing.files import atomic_write_bytes
+from run_folder.lock import LOCK_FILE, RunFolderLock
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_diverged_weights_found_by_the_evaluation(finished_run, capsys, monkeypa
 
 def test_non_finite_weights_in_evaluation_are_a_one_line_error(cub, tmp_path):
     import architectures
-    from utilities.checkpoint import save_checkpoint
+    from run_folder.checkpoint import save_checkpoint
 
     model = architectures.build('resnet18_normalize', 16, pretrained=False)
     with torch.no_grad():
@@ -145,7 +145,7 @@ def test_16_bit_grayscale_is_scaled_to_8_bits(tmp_path, mode, suffix):
 
 
 def test_gpu_asked_for_without_one_warns(monkeypatch, caplog):
-    from utilities.runtime import select_device
+    from plumbing.runtime import select_device
 
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     with caplog.at_level(logging.WARNING):
@@ -170,7 +170,7 @@ def test_temporary_files_of_a_killed_write_are_removed_on_resume(finished_run, c
 HOLD_LOCK = '''
 import sys, time
 sys.path.insert(0, {root!r})
-from utilities.run_lock import RunFolderLock
+from run_folder.lock import RunFolderLock
 lock = RunFolderLock({folder!r})
 print('locked', flush=True)
 time.sleep(120)
@@ -255,7 +255,7 @@ def test_code_carrying_and_text_checkpoints_are_refused_in_one_line(finished_run
 
 
 def test_resume_auto_names_a_newer_run_without_a_checkpoint(tmp_path):
-    from utilities.run_folder import resume_checkpoint
+    from run_folder.folder import resume_checkpoint
 
     older = tmp_path / 'cub200' / 'g'
     older.mkdir(parents=True)
@@ -288,7 +288,7 @@ def test_run_files_follow_the_umask(cub, tmp_path, umask):
 CRASH_AT_SECOND_STEP = '''
 import runpy, sys
 sys.path.insert(0, {root!r})
-import utilities.training as training
+import engine.training as training
 steps = []
 checked = training.step_is_nonfinite
 def failing(loss, embeddings):
@@ -317,7 +317,7 @@ def test_a_bug_during_training_with_workers_exits_with_its_traceback_instead_of_
     (None, 0, ''), (UserError('bad\n flag'), 2, 'error: bad flag\n'), (RuntimeError('bug'), 1, 'RuntimeError: bug'),
     (KeyboardInterrupt(), 130, 'KeyboardInterrupt')])
 def test_exit_code_of_a_script(raised, code, stderr, capsys):
-    from utilities.errors import exit_code
+    from plumbing.errors import exit_code
 
     def main():
         if raised is not None:

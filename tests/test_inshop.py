@@ -13,7 +13,7 @@ import datasets
 import parameters
 from query_gallery_reference import map_at_r, recall_at_k
 from runs import read_summary, run_main, tiny_run_flags
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 PARTITION = os.path.join('Eval', 'list_eval_partition.txt')
 
@@ -51,7 +51,7 @@ def test_partition_file_gives_training_items_and_a_shared_query_gallery_labellin
     (lambda lines: lines + [lines[5]], 'line 27: img/.* is listed again \\(first on line 6\\)'),
     (lambda lines: lines[:3] + [lines[3] + ' extra'] + lines[4:], 'line 4: expected'),
     (lambda lines: [str(int(lines[0]) - 8)] + [line for line in lines[1:] if 'id_00000001' not in line
-                                               and 'id_00000002' not in line], 'the train split lists 1 item'),
+                                               and 'id_00000002' not in line], 'the train split has 1 class'),
 ])
 def test_bad_partition_file_names_the_file_and_line(make_inshop, edit, message):
     root = make_inshop()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from runs import read_summary, run_main, run_script, tiny_run_flags
-from utilities import online_log
+from reporting import online_log
 
 FAKE_KEY = '0123456789abcdef0123456789abcdef01234567'  # well-formed, belongs to no one
 RUN_FILES = {'config.json', 'summary.json', 'metrics.csv', 'log.txt', 'curves.png', 'retrieval.png', 'last.pth',

@@ -1,10 +1,10 @@
-"""Tests of utilities/optimization.py: parameter groups as the authors' optimiser builds them (and AdamW)."""
+"""Tests of engine/optimization.py: parameter groups as the authors' optimiser builds them (and AdamW)."""
 import pytest
 import torch
 from torch import nn
 
 from criteria.margin import MarginLoss
-from utilities.optimization import build_optimizer
+from engine.optimization import build_optimizer
 
 
 class TinyEmbedder(nn.Module):

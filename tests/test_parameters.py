@@ -1,7 +1,7 @@
 import pytest
 
 import parameters
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 ORIGINAL_DEFAULTS = {
     'lr': 1e-5, 'decay': 4e-4, 'bs': 112, 'n_epochs': 150, 'embed_dim': 128, 'arch': 'resnet50_frozen_normalize',

@@ -103,7 +103,7 @@ def test_clustering_metrics_cluster_query_and_gallery_together(monkeypatch):
 
 
 def test_retrieval_grid_neighbours_come_from_the_gallery_without_self_exclusion():
-    from evaluation.figures import nearest_neighbours
+    from reporting.figures import nearest_neighbours
 
     queries, _, gallery, _ = query_gallery()
     picked = np.array([0, 3, 5])

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import parameters
+from plumbing.errors import UserError
+from reporting.result_table import SEED_SUFFIX, find_runs, group_runs, read_run
 from runs import run_entry_point, run_script
-from utilities.result_table import SEED_SUFFIX, find_runs, group_runs, read_run
-from utilities.errors import UserError
 
+FLAG_DEFAULTS = vars(parameters.build_parser().parse_args([]))
 CONFIG = {'dataset': 'digits', 'loss': 'multisimilarity_obd_sd', 'arch': 'resnet18_normalize', 'PSD': False,
           'kd_lambda': 75.0, 'n_epochs': 3, 'seed': 0, 'group': '', 'save_path': 'x', 'kernels': 0, 'gpu': [0],
           'evaluation_metrics': ['e_recall@1', 'nmi'], 'storage_metrics': ['e_recall@1', 'nmi']}
@@ -93,7 +95,7 @@ def test_settings_without_group_are_named_by_the_flags_that_differ(tmp_path):
     for seed in range(2):
         write_run(tmp_path / f'a{seed}', {'seed': seed}, [(0.5 + seed / 10, 0.3)], n_epochs=1)
         write_run(tmp_path / f'b{seed}', {'seed': seed, 'kd_lambda': 10.0, 'kernels': 4}, [(0.7, 0.3)], n_epochs=1)
-    runs = [read_run(folder) for folder in find_runs([str(tmp_path)])]
+    runs = [read_run(folder, FLAG_DEFAULTS) for folder in find_runs([str(tmp_path)])]
     assert [(name, len(runs)) for name, runs in group_runs(runs)] == [('kd_lambda=10.0', 2), ('kd_lambda=75.0', 2)]
 
 
@@ -102,7 +104,7 @@ def test_a_run_saved_before_a_flag_existed_groups_with_runs_that_compute_the_sam
     write_run(tmp_path / 'old', {'seed': 0}, [(0.5, 0.3)], n_epochs=1)  # before these flags: Pillow resampling
     write_run(tmp_path / 'pillow', {'seed': 1, 'pil_resampling': True, **now_explicit}, [(0.6, 0.3)], n_epochs=1)
     write_run(tmp_path / 'torch', {'seed': 2, 'pil_resampling': False, **now_explicit}, [(0.7, 0.3)], n_epochs=1)
-    runs = [read_run(folder) for folder in find_runs([str(tmp_path)])]
+    runs = [read_run(folder, FLAG_DEFAULTS) for folder in find_runs([str(tmp_path)])]
     grouped = [(name, sorted(os.path.basename(run['folder']) for run in runs)) for name, runs in group_runs(runs)]
     assert grouped == [('pil_resampling=False', ['torch']), ('pil_resampling=True', ['old', 'pillow'])]
 

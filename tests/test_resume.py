@@ -175,7 +175,7 @@ def resumable(config):
                                               ('class_random', 'class_random')])
 def test_a_resumed_run_keeps_its_sampler(stored, expected):
     import parameters
-    from utilities.resume import options_for_resume
+    from run_folder.resume import options_for_resume
 
     parser = parameters.build_parser()
     config = vars(parser.parse_args(['--n_epochs', '3']))
@@ -197,7 +197,7 @@ def test_a_resumed_run_keeps_its_sampler(stored, expected):
 
 def test_a_run_saved_before_torch_resampling_resumes_with_pillow_resampling():
     import parameters
-    from utilities.resume import options_for_resume
+    from run_folder.resume import options_for_resume
 
     parser = parameters.build_parser()
     config = vars(parser.parse_args(['--n_epochs', '3']))
@@ -209,9 +209,9 @@ def test_a_run_saved_before_torch_resampling_resumes_with_pillow_resampling():
 
 
 def small_training_state(seed):
-    from utilities.resume import TrainingState
-    from utilities.summary import RunSummary
-    from utilities.teacher import make_teacher
+    from run_folder.resume import TrainingState
+    from run_folder.summary import RunSummary
+    from engine.teacher import make_teacher
 
     torch.manual_seed(seed)
     model, criterion = torch.nn.Linear(4, 3), torch.nn.Linear(1, 1)
@@ -223,8 +223,8 @@ def small_training_state(seed):
 
 @pytest.mark.parametrize('step', [0, 3])
 def test_training_state_saves_and_restores_everything(tmp_path, step):
-    from utilities.checkpoint import read_checkpoint
-    from utilities.training import EpochProgress
+    from run_folder.checkpoint import read_checkpoint
+    from engine.training import EpochProgress
 
     saved = small_training_state(seed=1)
     saved.model(torch.randn(2, 4)).sum().backward()

@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from utilities.errors import UserError
-from utilities.run_folder import new_run_folder, resume_checkpoint
+from plumbing.errors import UserError
+from run_folder.folder import new_run_folder, resume_checkpoint
 
 
 def test_new_run_folders_never_reuse_a_name(tmp_path):

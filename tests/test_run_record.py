@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 import main
-from evaluation.figures import OTHER_CLASS, SAME_CLASS
+from reporting.figures import OTHER_CLASS, SAME_CLASS
 from runs import read_summary, run_main, run_script, tiny_run_flags
-from utilities.run_record import command_line, git_commit
+from run_folder.record import command_line, git_commit
 
 KEY = 'f00dfeedcafe0123456789abcdef0123456789ab'
 

@@ -13,7 +13,7 @@ import evaluation
 import parameters
 from authors_checkpoint import authors_state_dict
 from runs import run_entry_point, run_main, run_script, tiny_run_flags
-from utilities.checkpoint import load_weights
+from run_folder.checkpoint import load_weights
 
 PAPER_ARGS = ['--dataset', 'cub200', '--arch', 'resnet50_normalize_frozen_double', '--embed_dim', '128', '--PSD',
               '--OBDP']
@@ -104,7 +104,7 @@ def test_evaluation_is_float32_unless_amp(make_cub200, tmp_path, monkeypatch):
         amp_seen.append(amp)
         return extract(model, loader, device, amp=amp)
 
-    monkeypatch.setattr(evaluation, 'extract_embeddings', recording_extract)
+    monkeypatch.setattr(evaluation.embeddings, 'extract_embeddings', recording_extract)
     common = ['--dataset', 'cub200', '--source', str(data), '--kernels', '0', '--image_size', '32',
               '--checkpoint', str(checkpoint)]
     assert Test_pretrained_models.main(common) == 0

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import architectures
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, normalisation_of, to_network_input
 from runs import read_summary, run_main, tiny_run_flags
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 VIT = 'vit_tiny_patch16_224'
 

@@ -10,10 +10,10 @@ import criteria
 import parameters
 from criteria.base import Criterion
 from datasets.transforms import to_network_input
-from utilities import training
-from utilities.optimization import build_optimizer
-from utilities.teacher import make_teacher
-from utilities.training import EpochProgress, NonFiniteLoss, skips_on_device, teacher_forward, train_one_epoch
+from engine import training
+from engine.optimization import build_optimizer
+from engine.teacher import make_teacher
+from engine.training import EpochProgress, NonFiniteLoss, skips_on_device, teacher_forward, train_one_epoch
 
 EPOCH = 1  # the distillation term is on, so the teacher runs
 

@@ -1,1 +1,1 @@
-"""Logging, checkpoints, seeding and devices, plots, and error reporting."""
+"""The stable import path `utilities.checkpoint.load_weights` of the public API (the code is in run_folder/)."""

@@ -16,8 +16,8 @@ import torch.distributed as dist
 # The differentiable all-gather that torch.distributed.nn.functional.all_gather's deprecation points to.
 from torch.distributed._functional_collectives import all_gather_single
 
-from utilities.errors import UserError
-from utilities.runtime import select_device
+from plumbing.errors import UserError
+from plumbing.runtime import select_device
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""One training epoch: student forward, teacher forward when the distillation term is on, loss, step."""
+"""One training epoch: student forward, teacher forward when the distillation term is on, loss, step; and the
+loader of its batches."""
 import logging
 import time
 from dataclasses import dataclass, asdict
@@ -7,12 +8,21 @@ import torch
 from tqdm import tqdm
 
 from datasets.transforms import normalisation_of, to_network_input
-from utilities import distributed
+from plumbing import distributed
+from plumbing.stop_signals import ignore_stop_signals
 
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
 """How often, at most, the host reads the device's loss tallies while the device checks every step itself."""
+
+
+def training_loader(dataset, batch_sampler, workers, device):
+    """The loader of the training batches that `batch_sampler` draws."""
+    # A private generator keeps the global torch RNG untouched by loader iteration (bit-exact resume).
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
+                                       pin_memory=device.type == 'cuda', persistent_workers=workers > 0,
+                                       worker_init_fn=ignore_stop_signals, generator=torch.Generator())
 
 
 class NonFiniteLoss(Exception):

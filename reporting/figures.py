@@ -5,8 +5,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from datasets.image_dataset import UNREADABLE_IMAGE_ERRORS, load_rgb
-from utilities.files import atomic_write_bytes
-from utilities.plots import save_figure
+from plumbing.files import atomic_write_bytes
+from reporting.plots import save_figure
 
 SAME_CLASS = (0, 170, 0)
 OTHER_CLASS = (215, 0, 0)

@@ -5,11 +5,11 @@ from dataclasses import dataclass
 
 import torch
 
-from utilities.checkpoint import save_checkpoint
-from utilities.errors import UserError
-from utilities.runtime import rng_states, set_rng_states
-from utilities.summary import RunSummary
-from utilities.training import EpochProgress
+from run_folder.checkpoint import save_checkpoint
+from plumbing.errors import UserError
+from plumbing.runtime import rng_states, set_rng_states
+from run_folder.summary import RunSummary
+from engine.training import EpochProgress
 
 logger = logging.getLogger(__name__)
 

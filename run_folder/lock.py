@@ -5,8 +5,8 @@ import os
 import socket
 import time
 
-from utilities.errors import UserError
-from utilities.files import remove_stale_temporaries
+from plumbing.errors import UserError
+from plumbing.files import remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import tempfile
 
 import torch
 
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 # What atomic_write_bytes names its temporary files: .<file name>.<8 random characters>.tmp
 TEMPORARY_NAME = re.compile(r'^\..+\.[A-Za-z0-9_]{8}\.tmp$')

@@ -1,6 +1,5 @@
 """From run folders to a paper's table: find runs, group the seeds of one setting, mean ± sample std per metric."""
 import csv
-import functools
 import glob
 import io
 import json
@@ -9,10 +8,9 @@ import os
 import re
 import statistics
 
-import parameters
-from utilities.errors import UserError
-from utilities.resume import with_missing_flags
-from utilities.run_folder import CONFIG_FILE
+from plumbing.errors import UserError
+from run_folder.resume import with_missing_flags
+from run_folder.folder import CONFIG_FILE
 
 SUMMARY_FILE = 'summary.json'
 # Flags that say where a run ran, how it logged or how it was started, not what it computed: seeds of one setting
@@ -53,11 +51,12 @@ def read_json(path):
     return record
 
 
-def read_run(folder, at_epoch='best'):
+def read_run(folder, flag_defaults, at_epoch='best'):
     """{'folder', 'config', 'values': {metric: value}} of a finished run, or {'folder', 'skipped': why}.
 
-    The config of a run saved before a flag existed gets the value that run had (as when it is resumed), so it
-    is a seed of the same setting as a new run that computes the same.
+    The config of a run saved before a flag existed gets the value that run had (as when it is resumed), else the
+    flag's value in `flag_defaults` (main.py's flags and their defaults), so it is a seed of the same setting as a
+    new run that computes the same.
 
     at_epoch 'best': each metric's own best epoch (the highest value, as the original framework's tables);
     'last': the last epoch's values.
@@ -74,19 +73,13 @@ def read_run(folder, at_epoch='best'):
     n_epochs = config.get('n_epochs')
     if isinstance(n_epochs, int) and len(history) < n_epochs:
         return {'folder': folder, 'skipped': f'in progress or stopped: {len(history)} of {n_epochs} epochs'}
-    config = with_missing_flags(config, flag_defaults())
+    config = with_missing_flags(config, flag_defaults)
     metric_names = [name for name in history[-1] if is_metric(name, config)]
     if at_epoch == 'last':
         values = {name: history[-1][name] for name in metric_names}
     else:
         values = {name: max(entry[name] for entry in history if name in entry) for name in metric_names}
     return {'folder': folder, 'config': config, 'values': values}
-
-
-@functools.cache
-def flag_defaults():
-    """main.py's flags and their defaults (built once, not per run folder)."""
-    return vars(parameters.build_parser().parse_args([]))
 
 
 def is_metric(name, config):

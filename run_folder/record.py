@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torchvision
 
-from utilities.files import atomic_write_json
-from utilities.run_folder import CONFIG_FILE
+from plumbing.files import atomic_write_json
+from run_folder.folder import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 import logging
 import signal
 
-from utilities import distributed
+from plumbing import distributed
 
 logger = logging.getLogger(__name__)
 

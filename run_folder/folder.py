@@ -2,7 +2,7 @@
 import glob
 import os
 
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 LAST_CHECKPOINT = 'last.pth'
 CONFIG_FILE = 'config.json'  # the resolved configuration, written when a run starts

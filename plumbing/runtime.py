@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-from utilities.errors import UserError
+from plumbing.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import os
 import secrets
 import sys
 
-from utilities.errors import UserError, one_line
-from utilities.run_record import HIDDEN
+from plumbing.errors import UserError, one_line
+from run_folder.record import HIDDEN
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ def has_wandb_key():
         return False
 
 
-def take_wandb_key(opt):
-    """Move --wandb_key out of `opt` into this process's WANDB_API_KEY, with a warning (never naming the key)."""
-    key = vars(opt).pop('wandb_key', None)
+def use_wandb_key(key):
+    """Put --wandb_key's `key` into this process's WANDB_API_KEY, with a warning (never naming the key); nothing
+    without a key."""
     if key:
         os.environ['WANDB_API_KEY'] = key
         # W&B records sys.argv as the run's arguments (also in offline run files): it must not see the key there.

@@ -9,7 +9,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from utilities.files import atomic_write_bytes  # noqa: E402
+from plumbing.files import atomic_write_bytes  # noqa: E402
 
 LOSS_TERMS = ('loss', 'loss_rank', 'loss_kd')
 

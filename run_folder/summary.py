@@ -4,17 +4,15 @@ import csv
 import io
 import os
 
-from utilities.files import atomic_write_json, atomic_write_text
-from utilities.run_record import now
-
-LOWER_IS_BETTER = ('loss',)
+from plumbing.files import atomic_write_json, atomic_write_text
+from run_folder.record import now
 
 
 class RunSummary:
     """History of epoch entries (plain dicts) plus the best value and epoch of every metric.
 
     `sessions`: one record per process that trained the run (its start, then each resume), see
-    utilities.run_record.describe_run; the newest one's 'ended' is stamped on every save.
+    run_folder.record.describe_run; the newest one's 'ended' is stamped on every save.
     """
 
     def __init__(self, metric_names, history=None, config=None, sessions=None):
@@ -27,7 +25,8 @@ class RunSummary:
         self.history.append(dict(entry))
 
     def best_epochs(self):
-        """metric name -> (best value, epoch of it); ties keep the earliest epoch."""
+        """metric name -> (best value, epoch of it): the highest value (every metric is higher-is-better); ties keep
+        the earliest epoch."""
         best = {}
         for entry in self.history:
             for name in self.metric_names:
