@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of the README's performance table, in one go (under 8 minutes on one GPU):
+# The GPU measurements of docs/performance.md's benchmark tables, in one go (under 8 minutes on one GPU):
 # train_speed.py with and without --amp (all cores as DataLoader workers, CUB-size JPEGs), then
 # eval_speed.py with --evaluate_on_gpu (faiss-gpu k-means). JSON results go to $OUT (default ./gpu_check).
 #

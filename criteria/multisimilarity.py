@@ -12,7 +12,7 @@ def _log_one_plus_sum_exp(values, mask):
 
 
 class MultiSimilarityLoss(Criterion):
-    """MS loss on dot-product similarities of (normalised) embeddings, as in DESIGN.md §4.
+    """MS loss on dot-product similarities of (normalised) embeddings (Wang et al., CVPR 2019).
 
     Anchor i keeps the negatives j with sim_ij + margin > (its smallest positive similarity) and
     the positives j with sim_ij - margin < (its largest negative similarity). Anchors left

@@ -1,4 +1,5 @@
-"""OBD-SD: progressive self-distillation (PSD) with online batch diffusion (OBDP), DESIGN.md §4."""
+"""OBD-SD: progressive self-distillation (PSD) with online batch diffusion (OBDP), as README's "The method in one
+paragraph" writes it."""
 import torch
 import torch.nn.functional as F
 

@@ -55,7 +55,7 @@ def read_class_folders(root):
         by_split[split] = dict(class_folders(split_dir))
     if not by_split:
         raise UserError(f'{root} has neither a {SPLIT_FILE} nor train/ and test/ (or query/ and gallery/) class '
-                        'folders; see README, "Your own images"')
+                        'folders; see docs/datasets.md, "Your own images"')
     return by_split, None
 
 
