@@ -45,9 +45,10 @@ def run_main(*args):
 
 
 def one_line_error(capsys, code):
-    """The one-line error an entry point printed for a non-zero exit `code` (after a check that it is one line)."""
+    """The one-line error an entry point printed, after a check that it is one line and that the exit `code` is 2,
+    a user error's."""
     err = capsys.readouterr().err.strip()
-    assert code != 0
+    assert code == 2, (code, err)
     assert len(err.splitlines()) == 1 and err.startswith('error: '), err
     return err
 

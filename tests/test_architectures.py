@@ -14,11 +14,14 @@ def small(arch, embed_dim=16):
     return architectures.build(arch, embed_dim, pretrained=False)
 
 
-@pytest.mark.parametrize('arch', ['resnet50_frozen_normalize', 'resnet50_normalize_frozen',
-                                  'resnet18_double_normalize'])
-def test_arch_flags_in_any_order(arch):
-    backbone, flags = architectures.parse_arch(arch)
-    assert backbone in ('resnet50', 'resnet18') and 'normalize' in flags
+@pytest.mark.parametrize('arch, expected', [
+    ('resnet50_frozen_normalize', ('resnet50', {'frozen', 'normalize'})),
+    ('resnet50_normalize_frozen', ('resnet50', {'frozen', 'normalize'})),
+    ('resnet18_double_normalize', ('resnet18', {'double', 'normalize'})),
+    ('resnet18_normalize_double_frozen', ('resnet18', {'double', 'frozen', 'normalize'})),
+])
+def test_arch_flags_in_any_order(arch, expected):
+    assert architectures.parse_arch(arch) == expected
 
 
 @pytest.mark.parametrize('arch', ['resnet51', 'resnet50_frozenn', 'vit_normalize'])

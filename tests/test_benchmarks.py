@@ -4,6 +4,9 @@
 """
 import json
 import math
+import re
+
+import pytest
 
 from benchmarks import eval_speed, train_speed
 
@@ -12,7 +15,46 @@ def positive(value):
     return isinstance(value, float) and math.isfinite(value) and value > 0
 
 
-def test_train_speed_reports_pipeline_step_and_epoch_ratios(tmp_path):
+PIPELINE_RATIOS = {'ours_over_authors': ('ours', 'authors'), 'ours_over_decode_only': ('ours', 'decode only'),
+                   'draft_gain': ('ours', 'ours without draft'),
+                   'torch_resampling_gain': ('ours', 'ours with Pillow resampling')}
+STEP_RATIOS = {'psd_obdp_step_over_ms_step': ('MS', 'MS+PSD+OBDP'), 'psd_step_over_ms_step': ('MS', 'MS+PSD'),
+               'ms_over_ceiling': ('MS', 'bare fwd+bwd'), 'psd_obdp_over_ceiling': ('MS+PSD+OBDP', 'bare fwd+bwd')}
+EPOCH_RATIOS = {'epoch_over_ceiling': ('epoch through DataLoader', 'bare fwd+bwd'),
+                'epoch_over_device_steps': ('epoch through DataLoader', 'same steps on decoded batches')}
+PRINTED = {'ours_over_authors': 'ours / authors', 'ours_over_decode_only': 'ours / decode only',
+           'draft_gain': 'draft gain (ours / ours without draft)',
+           'torch_resampling_gain': 'torch resampling gain (ours / ours with Pillow resampling)',
+           'psd_step_over_ms_step': 'step time MS+PSD / MS', 'psd_obdp_step_over_ms_step': 'MS+PSD+OBDP / MS',
+           'ms_over_ceiling': 'MS step rate / bare fwd+bwd', 'epoch_over_ceiling': 'epoch / bare fwd+bwd ceiling',
+           'epoch_over_device_steps': 'epoch / same steps on decoded batches'}
+
+
+def assert_ratios(part, ratios, printed):
+    """Every rate of `part` positive and finite; each ratio the quotient of its two rates, printed as in the JSON."""
+    rates = part['images_per_s']
+    assert all(positive(rate) for rate in rates.values()), rates
+    for name, (numerator, denominator) in ratios.items():
+        assert positive(part[name]) and part[name] == pytest.approx(rates[numerator] / rates[denominator]), name
+        if name in PRINTED:
+            shown = re.search(re.escape(PRINTED[name]) + r' = ([0-9.]+)', printed)
+            assert shown and float(shown.group(1)) == pytest.approx(part[name], abs=0.0051), name
+
+
+@pytest.mark.slow
+def test_train_speed_reports_pipeline_step_and_epoch_ratios(tmp_path, monkeypatch, capsys):
+    """The rates and ratios are consistent, and what is timed is what they name: training steps that train (the
+    steps part repeats one batch: each setting's loss falls), the teacher's term in the PSD settings only, whole
+    epochs of the loader."""
+    epochs, train = [], train_speed.train_one_epoch
+
+    def recording_train(model, teacher, criterion, optimizer, loader, *args, **kwargs):
+        progress = train(model, teacher, criterion, optimizer, loader, *args, **kwargs)
+        epochs.append({'model': id(model), 'psd': getattr(criterion, 'psd', False), 'batches': len(loader),
+                       'decoded': isinstance(loader, list), 'progress': progress})
+        return progress
+
+    monkeypatch.setattr(train_speed, 'train_one_epoch', recording_train)
     report_file = tmp_path / 'train_speed.json'
     assert train_speed.main([
         '--device', 'cpu', '--amp', '--arch', 'resnet18_normalize', '--image_size', '32', '--bs', '8',
@@ -20,15 +62,36 @@ def test_train_speed_reports_pipeline_step_and_epoch_ratios(tmp_path):
         '--epoch_classes', '4', '--epoch_per_class', '2', '--epoch_repeat', '1', '--workers', '1',
         '--json', str(report_file)]) == 0
     report = json.loads(report_file.read_text())
+    printed = capsys.readouterr().out
 
+    assert report['arguments']['bs'] == 8 and report['arguments']['channels_last'], '--amp implies channels-last'
+    assert set(report['pipeline']) == {'160x120'}
     pipeline = report['pipeline']['160x120']
     assert set(pipeline['images_per_s']) == {'decode only', 'authors', 'ours', 'ours without draft',
                                              'ours with Pillow resampling'}
-    assert all(positive(pipeline[key]) for key in ('ours_over_authors', 'ours_over_decode_only', 'draft_gain',
-                                                    'torch_resampling_gain'))
+    assert_ratios(pipeline, PIPELINE_RATIOS, printed)
     assert set(report['steps']['images_per_s']) == {'MS', 'MS+PSD', 'MS+PSD+OBDP', 'bare fwd+bwd'}
-    assert all(positive(value) for value in report['steps'].values() if not isinstance(value, dict))
-    assert positive(report['epoch']['epoch_over_ceiling']) and report['epoch']['steps_per_epoch'] == 1
+    assert_ratios(report['steps'], STEP_RATIOS, printed)
+    assert set(report['epoch']['images_per_s']) == {'epoch through DataLoader', 'same steps on decoded batches',
+                                                    'bare fwd+bwd'}
+    assert_ratios(report['epoch'], EPOCH_RATIOS, printed)
+    # 4 training classes x 2 images, listed once, at --bs 8: one step an epoch
+    assert report['epoch']['steps_per_epoch'] == 1 and '1 steps per epoch' in printed
+
+    for epoch in epochs:
+        progress = epoch['progress']
+        assert progress.step == progress.trained_steps == epoch['batches'] >= 1, epoch
+        assert progress.skipped_nonfinite == 0 and math.isfinite(progress.loss_sum) and progress.loss_sum >= 0, epoch
+        assert (progress.loss_kd_sum > 0) == epoch['psd'], 'the teacher term in MS+PSD(+OBDP) only'
+    losses = {}
+    for epoch in epochs:
+        losses.setdefault(epoch['model'], []).append((epoch['decoded'], epoch['psd'], epoch['progress'].loss_sum))
+    step_settings = [runs for runs in losses.values() if all(decoded for decoded, _, _ in runs)]
+    assert sorted(runs[0][1] for runs in step_settings) == [False, True, True], 'MS, MS+PSD, MS+PSD+OBDP'
+    for runs in step_settings:  # a warm-up and two timed rounds on the same batch
+        assert len(runs) >= 3 and runs[-1][2] < runs[0][2], runs
+    epoch_trainer, = [runs for runs in losses.values() if runs not in step_settings]
+    assert {decoded for decoded, _, _ in epoch_trainer} == {True, False}, 'through the DataLoader and decoded'
 
 
 def test_eval_speed_agrees_with_pytorch_metric_learning(tmp_path):

@@ -35,4 +35,8 @@ def test_coinciding_embeddings_give_finite_gradients():
 
 def test_half_precision_input_gives_float32_loss():
     embeddings, labels = random_batch(4, 4, seed=4)
-    assert ContrastiveLoss()(embeddings.detach().to(torch.bfloat16), labels).dtype == torch.float32
+    half = embeddings.detach().to(torch.bfloat16)
+    loss = ContrastiveLoss()(half, labels)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), contrastive_reference(half.double(), labels, 0.0, 1.0), rtol=1e-5,
+                               atol=0)

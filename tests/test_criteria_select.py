@@ -76,9 +76,17 @@ def test_passes_flags_to_the_constructors():
 def test_without_psd_no_teacher_is_needed(name):
     criterion = criteria.select(name, make_opt(), n_classes=10)
     assert not criterion.needs_teacher(10)
+    torch.manual_seed(0)
     embeddings = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
-    criterion(embeddings, torch.arange(4).repeat_interleave(2), epoch=10)
-    assert set(criterion.terms) <= {'loss_rank', 'loss_kd'}
+    labels = torch.arange(4).repeat_interleave(2)
+    loss = criterion(embeddings, labels, epoch=10)
+    assert torch.isfinite(loss) and loss.item() > 0
+    if name in BASE_TYPES:
+        assert criterion.terms == {}
+    else:  # the ranking loss alone: no distillation term at epoch 10 without PSD
+        ranking_loss = MultiSimilarityLoss()(embeddings, labels)
+        assert torch.equal(loss, ranking_loss) and torch.equal(criterion.terms['loss_rank'], ranking_loss)
+        assert criterion.terms['loss_kd'].item() == 0
 
 
 def test_unknown_loss_lists_the_known_ones():

@@ -24,7 +24,7 @@ def recorded_commands(tmp_path, save_path):
     return result, [shlex.split(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def test_three_settings_of_five_seeds_then_the_table(tmp_path):
+def test_three_settings_of_five_seeds_then_the_table(tmp_path, capsys):
     save_path = tmp_path / 'seeds'
     result, calls = recorded_commands(tmp_path, save_path)
     assert result.returncode == 0, result.stderr
@@ -44,8 +44,14 @@ def test_three_settings_of_five_seeds_then_the_table(tmp_path):
         'digits_MS_PSD': [(str(s), True, False) for s in range(5)],
         'digits_MS_OBDSD': [(str(s), True, True) for s in range(5)],
     }
-    for args in runs[:3]:
+    for args in runs[:3]:  # each setting's first command, as main.py resolves it
         assert run_main(*args[1:], '--dry_run') == 0
+        printed = capsys.readouterr().out
+        config = json.loads(printed[:printed.rindex('}') + 1])
+        assert (config['dataset'], config['group'], config['seed']) == (
+            'digits', args[args.index('--group') + 1], int(args[args.index('--seed') + 1]))
+        assert config['deterministic'] is True and config['save_path'] == str(save_path)
+        assert (config['PSD'], config['OBDP']) == ('--PSD' in args, '--OBDP' in args)
 
 
 def test_the_table_has_the_raw_pixel_baseline_row_next_to_the_trained_runs(tmp_path):

@@ -90,6 +90,7 @@ def one_process(*args):
 STEP_ARCHS = ('resnet18_frozen_normalize', 'vit_tiny_patch16_224_normalize')
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_one_process_step(make_cub200, tmp_path):
     data = make_cub200(n_classes=8, per_class=2)
     result = one_process(WORKER, 'step', data, tmp_path / 'alone', *STEP_ARCHS)
@@ -114,6 +115,7 @@ def test_two_processes_take_the_one_process_step(make_cub200, tmp_path):
         assert moved > 50, arch  # the step changed the weights (convolutions or attention, norms, head)
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_gathers_every_sample_once_in_order(tmp_path):
     out = tmp_path / 'shards.npz'
     run = torchrun(tmp_path / 'torchrun', WORKER, 'shards', 7, out)  # 4 + 3 items: rank 1's shard is padded
@@ -123,6 +125,7 @@ def test_sharded_evaluation_gathers_every_sample_once_in_order(tmp_path):
     np.testing.assert_array_equal(gathered['features'], np.stack([np.arange(7) * 10.0, np.arange(7) * 10.0 + 1], 1))
 
 
+@pytest.mark.slow
 def test_two_processes_evaluate_query_and_gallery_as_one(make_inshop, tmp_path):
     import json
 
@@ -179,6 +182,7 @@ def test_shards_cover_a_dataset_once():
     assert [len(distributed.ShardSampler(10, 3, rank)) for rank in range(3)] == [4, 3, 3]
 
 
+@pytest.mark.slow
 def test_two_process_digits_run_writes_one_complete_run_folder(tmp_path):
     # --bs 96: 9 steps an epoch instead of the demo's 28, each one all-reduce of ResNet18's 11M gradients between the
     # processes (most of this test's time, which on a loaded machine came near its timeout)
@@ -213,6 +217,7 @@ def test_bad_distributed_set_up_is_a_one_line_error(flags, message, make_cub200,
     assert not (tmp_path / 'cub200').exists()
 
 
+@pytest.mark.slow
 def test_an_error_on_rank_0_alone_ends_every_rank(make_cub200, tmp_path):
     blocker = tmp_path / 'not_a_folder'
     blocker.write_text('a file where --save_path wants a folder')
@@ -240,6 +245,7 @@ def worker_of_rank(launcher, rank):
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the worker processes in /proc')
+@pytest.mark.slow
 def test_sigterm_to_one_rank_stops_both_and_the_run_resumes(tmp_path):
     args = ['main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 3, '--bs', 96, '--image_size', 16,
             '--embed_dim', 16, '--source', tmp_path / 'data', '--save_path', tmp_path / 'runs']  # --bs 96: 9 steps

@@ -32,6 +32,7 @@ def temporary_files(folder):
     return [name for name in os.listdir(folder) if name.endswith('.tmp')]
 
 
+@pytest.mark.slow
 def test_diverged_weights_stop_the_run_although_the_loss_stays_finite(cub, tmp_path, capsys, monkeypatch):
     three_steps_an_epoch = {'--bs': 4, '--samples_per_class': 2, '--n_epochs': 1}
     assert run_main(*tiny_run_flags(cub, tmp_path, **three_steps_an_epoch)) == 0
@@ -54,6 +55,7 @@ def test_diverged_weights_stop_the_run_although_the_loss_stays_finite(cub, tmp_p
     assert (folder / 'last.pth').read_bytes() == last
 
 
+@pytest.mark.slow
 def test_diverged_weights_found_by_the_evaluation(finished_run, capsys, monkeypatch):
     last = (finished_run / 'last.pth').read_bytes()
     monkeypatch.setattr(torch.optim.Adam, 'step', lambda self, *args, **kwargs: [
@@ -81,6 +83,7 @@ def disk_full(*args):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.mark.slow
 def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(finished_run, capsys, monkeypatch):
     last = (finished_run / 'last.pth').read_bytes()
     monkeypatch.setattr(os, 'fsync', disk_full)
@@ -157,6 +160,7 @@ def test_gpu_asked_for_without_one_warns(monkeypatch, caplog):
     assert caplog.text == '', 'the default --gpu 0 runs on the CPU without a warning'
 
 
+@pytest.mark.slow
 def test_temporary_files_of_a_killed_write_are_removed_on_resume(finished_run, capsys):
     stale = finished_run / '.best_nmi.pth.k3x9_q2a.tmp'
     stale.write_bytes(b'half a checkpoint')
@@ -177,6 +181,7 @@ time.sleep(120)
 '''
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_run_folder_is_refused_until_the_first_dies(finished_run, capsys):
     holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK.format(root=ROOT, folder=str(finished_run))],
                               stdout=subprocess.PIPE, text=True)
@@ -215,6 +220,7 @@ def test_group_cannot_leave_save_path(cub, tmp_path, capsys):
     assert '--savename ..' in one_line_error(capsys, code)
 
 
+@pytest.mark.slow
 def test_tilde_is_expanded_in_every_path_flag(cub, tmp_path, monkeypatch):
     monkeypatch.setenv('HOME', str(tmp_path))
     parser = Test_pretrained_models.build_parser()
@@ -238,6 +244,7 @@ class RunsShell:
         return (os.system, (f'touch {self.marker}',))
 
 
+@pytest.mark.slow
 def test_code_carrying_and_text_checkpoints_are_refused_in_one_line(finished_run, tmp_path, capsys):
     marker = tmp_path / 'code_ran'
     shell = tmp_path / 'shell.pth'
@@ -271,6 +278,7 @@ def test_resume_auto_names_a_newer_run_without_a_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize('umask', [0o022, 0o002, 0o077])
+@pytest.mark.slow
 def test_run_files_follow_the_umask(cub, tmp_path, umask):
     previous = os.umask(umask)
     try:
@@ -302,6 +310,7 @@ runpy.run_path({main!r}, run_name='__main__')
 '''
 
 
+@pytest.mark.slow
 def test_a_bug_during_training_with_workers_exits_with_its_traceback_instead_of_hanging(cub, tmp_path):
     # Workers ignore SIGTERM (to outlive a cluster's); an uncaught exception used to leave them running and the
     # process waiting for them at exit for ever.

@@ -69,5 +69,11 @@ def test_constant_beta_is_not_optimised():
 
 def test_half_precision_input_gives_float32_loss():
     embeddings, labels = random_batch(4, 4, seed=5)
-    loss = MarginLoss(4)(embeddings.detach().to(torch.bfloat16), labels)
+    half = embeddings.detach().to(torch.bfloat16)
+    torch.manual_seed(12)
+    loss = MarginLoss(4)(half, labels)
     assert loss.dtype == torch.float32
+    torch.manual_seed(12)
+    triplets = list(zip(*(index.tolist() for index in distance_weighted_triplets(half, labels))))
+    expected = margin_reference(half.double(), labels, triplets, torch.full((4,), 1.2, dtype=torch.float64), 0.2, 0.0)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=0)

@@ -124,7 +124,10 @@ def test_missing_teacher_raises_when_the_kd_weight_is_positive():
     student, _, labels = student_and_teacher(seed=7)
     with pytest.raises(ValueError, match='teacher_batch'):
         obd_sd()(student, labels, epoch=2)
-    obd_sd(psd=False, obdp=False)(student, labels, epoch=2)
+    without_psd = obd_sd(psd=False, obdp=False)
+    loss = without_psd(student, labels, epoch=2)  # no teacher needed: the ranking loss alone
+    torch.testing.assert_close(loss, multisimilarity_reference(student, labels), rtol=1e-6, atol=0)
+    assert without_psd.terms['loss_kd'].item() == 0
 
 
 @pytest.mark.parametrize('obdp', [False, True])

@@ -31,6 +31,7 @@ def wandb_environment(tmp_path, base_url):
                for name in ('CONFIG', 'CACHE', 'DATA', 'ARTIFACT')}}
 
 
+@pytest.mark.slow
 def test_a_wandb_out_of_reach_leaves_an_offline_run_and_a_complete_run_folder(refused_url, make_cub200, tmp_path):
     flags = tiny_run_flags(make_cub200(n_classes=4, per_class=4), tmp_path, **{'--log_online': None, '--n_epochs': 1})
     result = run_script('main.py', *flags, env=wandb_environment(tmp_path, refused_url), timeout=240)
@@ -95,6 +96,7 @@ def warnings(folder, text):
     ({'fail_log_at': 1}, 3, [0], 'W&B failed to log epoch 1 (ConnectionError: W&B service dropped out): W&B gets no'),
     ({'fail_finish': True}, 1, [0], 'W&B failed to finish (TimeoutError: Timed out finishing run.)'),
 ])
+@pytest.mark.slow
 def test_a_wandb_failing_mid_run_costs_one_warning_and_no_record(options, epochs, sent, message, fake_wandb,
                                                                  make_cub200, tmp_path):
     fake_wandb.run_options = options
@@ -109,6 +111,7 @@ def test_a_wandb_failing_mid_run_costs_one_warning_and_no_record(options, epochs
     assert len(warnings(folder, 'W&B failed')) == 1 and warnings(folder, message)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_wandb_run_id_offline_and_online(fake_wandb, make_cub200, tmp_path):
     fake_wandb.online = ConnectionRefusedError('connection refused')
     flags = tiny_run_flags(make_cub200(n_classes=4, per_class=4), tmp_path, **{'--log_online': None, '--n_epochs': 1})

@@ -61,6 +61,7 @@ def expected(setting, metric, at_epoch):
 
 
 @pytest.mark.parametrize('at_epoch', ['best', 'last'])
+@pytest.mark.slow
 def test_two_settings_of_three_seeds_give_two_rows(two_settings, tmp_path, at_epoch):
     out = tmp_path / 'table'
     result = run_script('Result_Evaluations.py', two_settings, '--out', out, '--at_epoch', at_epoch)

@@ -7,6 +7,7 @@ import logging
 import os
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -28,6 +29,7 @@ def files_containing(folder, text):
     return found
 
 
+@pytest.mark.slow
 def test_digits_run_records_itself_and_draws_retrieval_after_epoch_0(tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.delenv('WANDB_API_KEY', raising=False)  # --wandb_key sets it; restored after the test
     seen_at_start = []
@@ -78,6 +80,7 @@ def test_digits_run_records_itself_and_draws_retrieval_after_epoch_0(tmp_path, m
     assert os.environ['WANDB_API_KEY'] == KEY, 'the key is used by this process'
 
 
+@pytest.mark.slow
 def test_key_stays_out_of_an_online_logged_run(make_cub200, tmp_path):
     data = make_cub200(n_classes=4, per_class=4)
     flags = tiny_run_flags(data, tmp_path, **{'--log_online': None, '--wandb_key': KEY, '--kd_tau': 2,

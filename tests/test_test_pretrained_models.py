@@ -4,6 +4,7 @@ import os
 import re
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -43,6 +44,7 @@ def reference_metrics(path, source, arch, metric_names):
     return evaluation.compute_metrics(features, labels, metric_names, seed=opt.seed)
 
 
+@pytest.mark.slow
 def test_paper_evaluation_command_on_authors_checkpoints(make_cub200, tmp_path):
     data = make_cub200(n_classes=6, per_class=4)
     paths = write_authors_checkpoints(tmp_path / 'Training_Results', 'OBDSD_d128', 'cub200')
@@ -73,11 +75,12 @@ def test_missing_released_checkpoint_names_path_and_source(make_cub200, tmp_path
     assert code == 2
     assert os.path.join(str(tmp_path), 'Recall', 'OBDSD_d512', 'cub200', 'net.pth') in stderr
     assert 'dropbox' in stderr and 'Traceback' not in stderr
-    run_entry_point('Test_pretrained_models', '--dataset', 'cub200', '--source', data, '--PSD',
-                    '--checkpoint_root', tmp_path)
-    assert os.path.join('Recall', 'PSD', 'cub200', 'net.pth') in capsys.readouterr().err
+    assert run_entry_point('Test_pretrained_models', '--dataset', 'cub200', '--source', data, '--PSD',
+                           '--checkpoint_root', tmp_path) == 2
+    assert os.path.join(str(tmp_path), 'Recall', 'PSD', 'cub200', 'net.pth') in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_our_checkpoint_evaluates_with_its_own_arch(make_cub200, tmp_path):
     data = make_cub200(n_classes=6, per_class=4)
     assert run_main(*tiny_run_flags(data, tmp_path, **{'--n_epochs': 1})) == 0
@@ -92,6 +95,7 @@ def test_our_checkpoint_evaluates_with_its_own_arch(make_cub200, tmp_path):
     assert abs(written['metrics']['e_recall@1'] - summary['best']['e_recall@1']) < 1e-6
 
 
+@pytest.mark.slow
 def test_evaluation_is_float32_unless_amp(make_cub200, tmp_path, monkeypatch):
     import Test_pretrained_models
 

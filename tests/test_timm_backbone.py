@@ -187,6 +187,7 @@ def test_digits_defaults_for_a_timm_backbone():
     assert parameters.parse_args(['--dataset', 'cub200', '--arch', VIT]).lr == 1e-5
 
 
+@pytest.mark.slow
 def test_a_vit_trains_the_digits_demo_with_obd_sd_and_evaluates_from_its_checkpoint(timm_weights, tmp_path, capsys):
     """The issue's command (`--dataset digits --arch vit_tiny_patch16_224_normalize --pretrained_path W.pth --PSD
     --OBDP`), 2 epochs: the distillation term is on in epoch 1. Test_pretrained_models.py rebuilds the network from

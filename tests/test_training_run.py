@@ -1,11 +1,17 @@
 """End-to-end training runs on tiny generated datasets, on the CPU."""
+import glob
+import math
 import os
 import re
 import shlex
 
+import pytest
 import torch
+from PIL import Image
 
 from runs import ROOT, read_summary, run_main, run_script, tiny_run_flags
+
+pytestmark = pytest.mark.slow  # every test here completes a training run
 
 
 def paper_command(group):
@@ -38,8 +44,11 @@ def test_paper_cub_obdsd_command_runs_on_cpu(make_cub200, tmp_path):
         assert checkpoint['config']['arch'] == 'resnet50_normalize_frozen'
         assert checkpoint['state_dict']['model.last_linear.weight'].shape == (128, 2048)
     assert (folder / 'metrics.csv').read_text().count('\n') == 3
-    assert (folder / 'curves.png').stat().st_size > 0
-    assert os.listdir(folder / 'wandb'), 'W&B logged offline into the run folder'
+    with Image.open(folder / 'curves.png') as curves:
+        assert curves.format == 'PNG' and min(curves.size) > 100
+    run_id = torch.load(folder / 'last.pth', weights_only=True)['training_state']['online_run_id']
+    offline, = glob.glob(str(folder / 'wandb' / f'offline-run-*-{run_id}'))  # W&B logged offline into the folder
+    assert glob.glob(f'{offline}/run-{run_id}.wandb')
 
 
 def test_digits_demo_reports_recall_every_epoch(tmp_path):
@@ -59,7 +68,9 @@ def test_runs_never_overwrite_an_existing_run(make_cub200, tmp_path):
     first = read_summary(tmp_path / 'cub200' / 'tiny')
     assert run_main(*flags) == 0
     assert read_summary(tmp_path / 'cub200' / 'tiny') == first
-    assert (tmp_path / 'cub200' / 'tiny_1' / 'summary.json').exists()
+    second = read_summary(tmp_path / 'cub200' / 'tiny_1')
+    assert [entry['epoch'] for entry in second['history']] == [0] and second['config'] == first['config']
+    assert len(second['sessions']) == 1 and second['sessions'][0]['started'] >= first['sessions'][0]['ended']
 
 
 def test_psd_without_obdp_and_validation_split(make_cub200, tmp_path):
@@ -67,18 +78,78 @@ def test_psd_without_obdp_and_validation_split(make_cub200, tmp_path):
     flags = tiny_run_flags(data, tmp_path, **{'--OBDP': False, '--use_tv_split': None, '--tv_split_perc': 0.6,
                                                '--evaluation_metrics': ['e_recall@1', 'nmi', 'mAP@R']})
     assert run_main(*flags) == 0
-    history = read_summary(tmp_path / 'cub200' / 'tiny')['history']
-    assert history[1]['loss_kd'] > 0
-    assert {'val_e_recall@1', 'val_nmi', 'val_mAP@R', 'e_recall@1'} <= set(history[1])
+    summary = read_summary(tmp_path / 'cub200' / 'tiny')
+    history = summary['history']
+    assert history[0]['loss_kd'] == 0 and history[1]['loss_kd'] > 0
+    # 5 training classes: int(5 x 0.6) = 3 of them train, the other 2 validate; the 5 test classes as they are
+    session, = summary['sessions']
+    assert session['split_sizes'] == {'training': 12, 'validation': 8, 'testing': 20}
+    assert session['split_classes'] == {'training': 3, 'validation': 2, 'testing': 5}
+    for entry in history:
+        for name in ('e_recall@1', 'nmi', 'mAP@R'):
+            assert 0 <= entry[f'val_{name}'] <= 1 and 0 <= entry[name] <= 1, name
 
 
-def test_other_losses_train(make_cub200, tmp_path):
+def recording_criteria(monkeypatch):
+    """Every training step of the runs to come, as [{'epoch', 'loss', 'labels', 'gradient'}]: the criterion main.py
+    selects records its loss, the batch's labels and the size (sum of |.|) of the gradient it sends into the
+    embeddings."""
+    import criteria
+
+    steps, select = [], criteria.select
+
+    def recording_select(loss, opt, n_classes=None):
+        criterion = select(loss, opt, n_classes=n_classes)
+        forward = criterion.forward
+
+        def recording_forward(batch, labels, teacher_batch=None, epoch=0):
+            value = forward(batch, labels, teacher_batch=teacher_batch, epoch=epoch)
+            step = {'epoch': epoch, 'loss': value.item(), 'labels': labels.tolist(), 'gradient': 0.0}
+            batch.register_hook(lambda grad: step.update(gradient=grad.abs().sum().item()))
+            steps.append(step)
+            return value
+
+        criterion.forward = recording_forward
+        return criterion
+
+    monkeypatch.setattr(criteria, 'select', recording_select)
+    return steps
+
+
+def test_other_losses_train(make_cub200, tmp_path, monkeypatch):
+    """Margin (inside OBD-SD), triplet and contrastive each train the network: every step's loss is finite and
+    positive and sends a gradient into the embeddings, the logged loss is the mean of the steps' losses, the
+    metrics are in [0, 1]; margin's own parameter beta moves, for classes its batches held only."""
+    steps = recording_criteria(monkeypatch)
     data = make_cub200(n_classes=6, per_class=4)
     for loss in ('margin_obd_sd', 'triplet', 'contrastive'):
+        steps.clear()
         extra = {'--PSD': False, '--OBDP': False} if not loss.endswith('_obd_sd') else {}
-        flags = tiny_run_flags(data, tmp_path, **{'--loss': loss, '--n_epochs': 1, '--group': loss, **extra})
+        # class_distinct: every batch holds 2 classes (class_random may draw one class twice: no negative, loss 0)
+        epochs = 2 if loss.endswith('_obd_sd') else 1  # epoch 1: the distillation term is on
+        flags = tiny_run_flags(data, tmp_path, **{'--loss': loss, '--n_epochs': epochs, '--group': loss,
+                                                  '--data_sampler': 'class_distinct', **extra})
         assert run_main(*flags) == 0
-        assert len(read_summary(tmp_path / 'cub200' / loss)['history']) == 1
+        folder = tmp_path / 'cub200' / loss
+        history = read_summary(folder)['history']
+        assert [entry['epoch'] for entry in history] == list(range(epochs)), loss
+        assert sorted({step['epoch'] for step in steps}) == list(range(epochs)), loss
+        for step in steps:
+            assert math.isfinite(step['loss']) and step['loss'] > 0, (loss, step)
+            assert step['gradient'] > 0, (loss, step)  # the loss, not only weight decay, moves the network
+        for entry in history:
+            losses = [step['loss'] for step in steps if step['epoch'] == entry['epoch']]
+            assert entry['loss'] == pytest.approx(sum(losses) / len(losses), rel=1e-5), loss
+            assert entry['skipped_nonfinite'] == 0
+            assert 0 <= entry['e_recall@1'] <= entry['e_recall@2'] <= entry['e_recall@8'] <= 1, loss
+            assert 0 <= entry['nmi'] <= 1 and 0 <= entry['mAP@R'] <= 1, loss
+        if loss == 'margin_obd_sd':
+            assert history[0]['loss_kd'] == 0 and history[1]['loss_kd'] > 0, 'the distillation term trains in epoch 1'
+            state = torch.load(folder / 'last.pth', weights_only=True)['training_state']['criterion']
+            beta = state['base_loss.beta']
+            assert beta.shape == (3,), 'one boundary per training class'
+            moved = set(torch.nonzero(beta != torch.full_like(beta, 1.2)).flatten().tolist())
+            assert moved and moved <= {label for step in steps for label in step['labels']}, (beta, steps)
 
 
 def test_bfloat16_autocast_run_keeps_float32_losses(make_cub200, tmp_path, monkeypatch):

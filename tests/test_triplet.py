@@ -43,4 +43,9 @@ def test_no_triplets_gives_zero_with_gradient():
 
 def test_half_precision_input_gives_float32_loss():
     embeddings, labels = random_batch(4, 4, seed=4)
-    assert TripletLoss()(embeddings.detach().to(torch.float16), labels).dtype == torch.float32
+    half = embeddings.detach().to(torch.float16)
+    loss = TripletLoss()(half, labels)
+    assert loss.dtype == torch.float32
+    triplets = list(zip(*(index.tolist() for index in semihard_triplets(half, labels, 0.2))))
+    assert triplets
+    torch.testing.assert_close(loss.double(), triplet_reference(half.double(), triplets, 0.2), rtol=1e-5, atol=0)
