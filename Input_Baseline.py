@@ -39,8 +39,8 @@ def main(argv=None):
     evaluator = Evaluator(datasets.test_parts(data), batch_size=opt.bs, workers=opt.kernels,
                           device=select_device(opt.gpu))
     started = time.perf_counter()
-    metrics, embedded = evaluator.evaluate(torch.nn.Flatten(), opt.evaluation_metrics, use_gpu=opt.evaluate_on_gpu,
-                                           seed=opt.seed)
+    metrics, embedded, _ = evaluator.evaluate(torch.nn.Flatten(), opt.evaluation_metrics, use_gpu=opt.evaluate_on_gpu,
+                                              seed=opt.seed)
     entry = {'epoch': 0, **metrics, 'eval_time_s': time.perf_counter() - started}
     session = describe_run('Input_Baseline.py', argv, opt.applied_defaults,
                            datasets.resolve_root(opt.dataset, opt.source_path), data)

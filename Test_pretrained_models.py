@@ -25,6 +25,7 @@ from plumbing.runtime import select_device
 from reporting.figures import save_test_retrieval_grid, tsne_map
 from reporting.logs import setup_logging
 from run_folder.checkpoint import load_checkpoint_into, read_checkpoint
+from run_folder.resume import with_missing_flags
 
 logger = logging.getLogger('Test_pretrained_models')
 AUTHORS_MODELS = 'https://www.dropbox.com/sh/zjnzv5v5m68v6e8/AABP3TFV6YnaKGC3azFCTmSWa?dl=0'
@@ -63,16 +64,34 @@ def checked_paths(paths):
     return paths
 
 
-def network_for(path, opt, explicit):
-    """The network a checkpoint needs: our checkpoints say their arch, embed_dim and image_size unless flags set
-    them (the image size matters for patch models, built for one size)."""
+RESTORED_FLAGS = ('arch', 'embed_dim', 'image_size', 'augmentation', 'full_decode', 'pil_resampling')
+"""The flags of a checkpoint's training that its network and its evaluation input need: taken from our
+checkpoints' config unless given on the command line, so a checkpoint is evaluated as its run evaluated it."""
+PIPELINE_FLAGS = RESTORED_FLAGS[2:]
+
+
+def checkpoint_setup(path, opt, explicit):
+    """(network, evaluation options, the {flag: value} restored from the checkpoint's config) of a checkpoint; the
+    authors' files, without a config, restore nothing."""
     checkpoint = read_checkpoint(path)
-    config = checkpoint.get('config', {}) if isinstance(checkpoint, dict) else {}
-    arch, embed_dim, image_size = (getattr(opt, name) if name in explicit or name not in config else config[name]
-                                   for name in ('arch', 'embed_dim', 'image_size'))
-    model = architectures.build(arch, embed_dim, pretrained=False, image_size=image_size)
+    config = checkpoint.get('config') if isinstance(checkpoint, dict) else None
+    restored = {}
+    if isinstance(config, dict):
+        config = with_missing_flags(config, vars(opt))  # a run saved before a flag existed did what it did then
+        restored = {name: config[name] for name in RESTORED_FLAGS if name not in explicit}
+    options = parameters.with_values(opt, **restored)
+    model = architectures.build(options.arch, options.embed_dim, pretrained=False, image_size=options.image_size)
     load_checkpoint_into(model, checkpoint, path)
-    return model
+    return model, options, restored
+
+
+def restored_line(kind, restored):
+    """'checkpoint: evaluated as it was trained (from its config): --arch ... --augmentation big ...'."""
+    flags = ' '.join(f'--{name}' if value is True else f'--{name} {value}' for name, value in restored.items()
+                     if value is not False)
+    off = [f'--{name}' for name, value in restored.items() if value is False]
+    return (f'{kind}: evaluated as it was trained (from its config): {flags}'
+            + (f'; without {" ".join(off)}' if off else ''))
 
 
 def main(argv=None):
@@ -89,36 +108,45 @@ def main(argv=None):
     else:
         paths = checked_paths(released_checkpoints(opt.checkpoint_root, opt.dataset, opt.PSD, opt.OBDP, opt.embed_dim))
         metric_names += [name for name in ('e_recall@1', 'nmi') if name not in metric_names]
-    models = {kind: network_for(path, opt, explicit) for kind, path in paths.items()}
-    # The test images at the size the network was built for.
-    evaluated_with = parameters.with_values(opt, image_size=next(iter(models.values())).image_size)
+    setups = {kind: checkpoint_setup(path, opt, explicit) for kind, path in paths.items()}
 
     device = select_device(opt.gpu)
-    data = datasets.select(evaluated_with)
-    for warning in data['warnings']:
-        logger.warning(warning)
-    test_parts = datasets.test_parts(data)
-    evaluator = Evaluator(test_parts, batch_size=opt.bs, workers=opt.kernels, device=device)
     if opt.amp:
         logger.info(evaluation.AMP_NOTE)
-    results = {}
-    for kind, model in models.items():
+    evaluators, results = {}, {}
+    for kind, (model, options, restored) in setups.items():
+        if restored:
+            logger.info(restored_line(kind, restored))
+        pipeline = tuple(getattr(options, name) for name in PIPELINE_FLAGS)
+        if pipeline not in evaluators:  # the test images as this checkpoint's run saw them
+            evaluators[pipeline] = test_evaluator(options, device)
+        evaluator = evaluators[pipeline]
         logger.info('evaluating %s (%s) on %s', kind, paths[kind],
-                    ', '.join(f'{len(test_set)} {part} images' for part, test_set in test_parts.items()))
-        metrics, embedded = evaluator.evaluate(model.to(device), metric_names, amp=opt.amp,
-                                               use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
+                    ', '.join(f'{len(test_set)} {part} images' for part, test_set in evaluator.parts.items()))
+        metrics, embedded, collapse = evaluator.evaluate(model.to(device), metric_names, amp=opt.amp,
+                                                         use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
+        if collapse:
+            logger.warning('%s: %s', kind, collapse)
         results[kind] = {'checkpoint': paths[kind], 'arch': model.arch, 'embed_dim': model.embed_dim,
-                         'metrics': metrics}
+                         'restored_from_config': restored, 'metrics': metrics, 'collapsed': collapse is not None}
         if opt.plots:
-            write_pictures(opt.plots, kind, embedded, test_parts)
+            write_pictures(opt.plots, kind, embedded, evaluator.parts)
         if opt.save_embeddings:
-            target = embeddings_file(opt.save_embeddings, kind, len(models))
-            save_embeddings(target, embedded, test_parts)
+            target = embeddings_file(opt.save_embeddings, kind, len(setups))
+            save_embeddings(target, embedded, evaluator.parts)
             logger.info('wrote the %s embeddings of %s to %s', ' and '.join(embedded), kind, target)
     print_results(results, metric_names)
     if opt.out:
         atomic_write_json(opt.out, {'dataset': opt.dataset, 'results': results})
     return 0
+
+
+def test_evaluator(options, device):
+    """The Evaluator of the test splits of `options.dataset` under the evaluation pipeline `options` say."""
+    data = datasets.select(options)
+    for warning in data['warnings']:
+        logger.warning(warning)
+    return Evaluator(datasets.test_parts(data), batch_size=options.bs, workers=options.kernels, device=device)
 
 
 def check_output_folder(flag, path):

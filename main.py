@@ -26,7 +26,7 @@ from plumbing.files import FileWriteError
 from plumbing.runtime import seed_everything
 from plumbing.stop_signals import StopSignals
 from reporting.figures import save_test_retrieval_grid
-from reporting.logs import epoch_line, setup_logging
+from reporting.logs import epoch_line, number, setup_logging
 from reporting.online_log import OnlineLog, use_wandb_key
 from reporting.plots import plot_history
 from run_folder.checkpoint import plain_config, read_checkpoint, save_checkpoint
@@ -35,7 +35,7 @@ from run_folder.folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint
 from run_folder.lock import claim_run_folder
 from run_folder.record import applied_defaults_line, describe_run, record_start
 from run_folder.resume import TrainingState, options_for_resume
-from run_folder.summary import RunSummary
+from run_folder.summary import COLLAPSED, RunSummary
 
 logger = logging.getLogger('main')
 
@@ -146,6 +146,10 @@ def main(argv=None):
             if lock is not None:
                 lock.release()
     logger.info('done: best %s', json.dumps(run.summary.to_dict()['best']))
+    for selection in run.summary.selected_on_validation():
+        logger.info('selected on validation: epoch %d, the best %s (%s); its test metrics: %s', selection['epoch'],
+                    selection['on'], number(selection['value']),
+                    ' | '.join(f'{name} {number(value)}' for name, value in selection['test'].items()))
     return 0
 
 
@@ -183,8 +187,10 @@ def dry_run(opt):
 
 
 def report_data(data):
-    """Log the warnings about the splits, and repeat in the run's log how many unreadable images the splits left
-    out (each was named on loading)."""
+    """Log the warnings about the splits and what the validation split is, and repeat in the run's log how many
+    unreadable images the splits left out (each was named on loading)."""
+    for note in data['notes']:
+        logger.info(note)
     for warning in data['warnings']:
         logger.warning(warning)
     for split in ('training', *datasets.TEST_PARTS, 'validation'):
@@ -198,13 +204,19 @@ def evaluate(model, evaluators, opt):
     the test embeddings {part: (features, labels)} ('testing', or 'query' and 'gallery').
 
     Under torchrun each rank embeds its shard of every part; rank 0 computes the metrics of them all and every rank
-    gets them.
+    gets them. Embeddings that have collapsed are warned about, and their split's `collapsed` (`val_collapsed`) is
+    set, which keeps the epoch from becoming a best checkpoint.
     """
     started, results, embeddings = time.perf_counter(), {}, {}
     for prefix, evaluator in evaluators.items():
-        metrics, embeddings[prefix] = evaluator.evaluate(model, opt.evaluation_metrics, amp=opt.amp,
-                                                         use_gpu=opt.evaluate_on_gpu, seed=opt.seed)
-        results.update({prefix + name: value for name, value in metrics.items()})
+        result = evaluator.evaluate(model, opt.evaluation_metrics, amp=opt.amp, use_gpu=opt.evaluate_on_gpu,
+                                         seed=opt.seed, what='validation' if prefix else 'test')
+        results.update({prefix + name: value for name, value in result.metrics.items()})
+        embeddings[prefix] = result.embedded
+        if result.collapse:
+            results[prefix + COLLAPSED] = True
+            if distributed.is_main():
+                logger.warning(result.collapse)
     results['eval_time_s'] = time.perf_counter() - started
     return results, embeddings['']
 

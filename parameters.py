@@ -82,6 +82,12 @@ def add_data_flags(group):
                        help='Fraction of training classes kept for training.')
     group.add_argument('--tv_split_by_samples', action='store_true',
                        help='Split within each class by samples instead of by classes.')
+    group.add_argument('--cv_folds', type=int, default=None, metavar='K',
+                       help='Class-disjoint K-fold cross-validation ("A Metric Learning Reality Check"): the training '
+                            'classes are dealt into K folds (seeded by --seed) and fold --cv_fold is the validation '
+                            'split; the test split stays as it is.')
+    group.add_argument('--cv_fold', type=int, default=None, metavar='I',
+                       help='With --cv_folds K: the fold (0 .. K-1) held out for validation.')
 
 
 def add_network_flags(group):
@@ -153,7 +159,9 @@ def add_evaluation_flags(group):
                        help='e.g. e_recall@1 e_recall@2 nmi f1 mAP@R mAP@1000 (default: by dataset).')
     group.add_argument('--storage_metrics', nargs='+', default=['e_recall@1', 'nmi'],
                        help='A best-model checkpoint is kept for each of these (default: those of e_recall@1 and nmi '
-                            'that are evaluated).')
+                            'that are evaluated, chosen on the test classes as the authors). With a validation split '
+                            '(--use_tv_split or --cv_folds), val_<metric> chooses the epoch on validation data, and '
+                            'the run reports the test metrics of that epoch.')
     group.add_argument('--evaluate_on_gpu', action='store_true', help='faiss k-means and search on the GPU.')
     group.add_argument('--evaluate_every', type=int, default=1,
                        help='Evaluate every N-th epoch (and always the last), e.g. for large test sets.')
@@ -269,10 +277,30 @@ def validate(opt):
         if not ok:
             raise UserError(message)
     validate_metric_names(opt.evaluation_metrics)
-    unknown = [m for m in opt.storage_metrics if m not in opt.evaluation_metrics]
-    if unknown:
-        raise UserError(f'--storage_metrics {" ".join(unknown)} not among --evaluation_metrics '
-                        f'{" ".join(opt.evaluation_metrics)}; add them there')
+    check_cross_validation(opt)
+    has_validation = opt.use_tv_split or opt.cv_folds is not None
+    for name in opt.storage_metrics:
+        if name.removeprefix('val_') not in opt.evaluation_metrics:
+            raise UserError(f'--storage_metrics {name} is not among --evaluation_metrics '
+                            f'{" ".join(opt.evaluation_metrics)}; add {name.removeprefix("val_")} there')
+        if name.startswith('val_') and not has_validation:
+            raise UserError(f'--storage_metrics {name} chooses the best epoch on validation data: add --use_tv_split '
+                            f'or --cv_folds K --cv_fold I')
+
+
+def check_cross_validation(opt):
+    """UserError for an impossible --cv_folds / --cv_fold combination."""
+    if opt.cv_folds is None:
+        if opt.cv_fold is not None:
+            raise UserError('--cv_fold picks one of the --cv_folds folds: add --cv_folds K')
+        return
+    if opt.cv_folds < 2:
+        raise UserError(f'--cv_folds must be at least 2, got {opt.cv_folds}')
+    if opt.cv_fold is None or not 0 <= opt.cv_fold < opt.cv_folds:
+        raise UserError(f'--cv_folds {opt.cv_folds} needs --cv_fold I with I in 0 .. {opt.cv_folds - 1}'
+                        + (f', got {opt.cv_fold}' if opt.cv_fold is not None else ''))
+    if opt.use_tv_split:
+        raise UserError('--cv_folds holds out one fold of the training classes as validation: drop --use_tv_split')
 
 
 def with_values(opt, **values):

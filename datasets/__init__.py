@@ -18,7 +18,7 @@ from datasets import cars196, cub200, digits, folder, inshop, online_products
 from datasets.image_dataset import ImageDataset
 from datasets.split_checks import describe_sizes, split_sizes, split_warnings
 from datasets.transforms import make_transform
-from datasets.validation_split import split_by_classes, split_by_samples
+from datasets.validation_split import split_by_classes, split_by_fold, split_by_samples
 from plumbing.errors import UserError
 
 MODULES = {module.NAME: module for module in (cub200, cars196, online_products, digits, inshop, folder)}
@@ -84,17 +84,24 @@ def test_parts(data):
 
 
 def select(opt):
-    """{'training', 'testing', 'query', 'gallery', 'validation', 'warnings'} of `opt.dataset`.
+    """{'training', 'testing', 'query', 'gallery', 'validation', 'warnings', 'notes'} of `opt.dataset`.
 
     A leave-one-out dataset has an ImageDataset 'testing' and None for 'query' and 'gallery'; a query/gallery
     dataset the reverse (query and gallery share one labelling). 'validation' is None unless `opt.use_tv_split`
     carves it out of the training split (by classes as the authors, or by samples with `opt.tv_split_by_samples`),
-    keeping the fraction `opt.tv_split_perc` for training. 'warnings' are load_splits' warnings, for the caller to
+    keeping the fraction `opt.tv_split_perc` for training, or `opt.cv_folds` holds out fold `opt.cv_fold` of the
+    training classes. 'warnings' are load_splits' warnings, 'notes' what the validation split is, for the caller to
     log.
     """
     _, splits, warnings = load_splits(opt)
-    train_split, validation_split = splits['training'], None
-    if opt.use_tv_split:
+    train_split, validation_split, notes = splits['training'], None, []
+    if opt.cv_folds is not None:
+        train_split, validation_split = split_by_fold(train_split, opt.cv_folds, opt.cv_fold, opt.seed)
+        notes.append(f'cross-validation: fold {opt.cv_fold} of {opt.cv_folds} (seed {opt.seed}) holds out '
+                     f'{len(validation_split.class_names)} of the {len(splits["training"].class_names)} training '
+                     f'classes ({len(validation_split.samples)} images) for validation; '
+                     f'{len(train_split.class_names)} classes ({len(train_split.samples)} images) train')
+    elif opt.use_tv_split:
         if opt.tv_split_by_samples:
             train_split, validation_split = split_by_samples(train_split, opt.tv_split_perc, opt.seed)
         else:
@@ -115,4 +122,5 @@ def select(opt):
         **{part: image_dataset(splits.get(part), eval_transform, part) for part in TEST_PARTS},
         'validation': image_dataset(validation_split, eval_transform, 'validation'),
         'warnings': warnings,
+        'notes': notes,
     }

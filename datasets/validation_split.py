@@ -55,3 +55,32 @@ def split_by_samples(split, fraction, seed):
         validation.extend(split.samples[i] for i in sorted(members[n_train:]))
     return (check_enough_classes(relabel(train, split.class_names), 'training'),
             check_enough_classes(relabel(validation, split.class_names), 'validation'))
+
+
+def class_folds(class_groups, n_folds, seed):
+    """The fold (0 .. n_folds - 1) of each class: the classes shuffled with `seed` and dealt out in turn, within
+    each group of `class_groups` (a group per class: SOP's super-classes) one after the other, so that every fold
+    holds about as many classes of each group and the folds' sizes differ by one class at most."""
+    rng = np.random.default_rng(seed)
+    groups = np.asarray(class_groups)
+    fold_of = np.empty(len(groups), dtype=np.int64)
+    dealt = 0
+    for group in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == group))
+        fold_of[members] = (dealt + np.arange(len(members))) % n_folds
+        dealt += len(members)
+    return fold_of
+
+
+def split_by_fold(split, n_folds, fold, seed):
+    """(train, validation): the training classes dealt into `n_folds` class-disjoint folds (class_folds), fold
+    `fold` for validation and the others for training. Every class is in exactly one fold."""
+    fold_of = class_folds(split.class_groups or [0] * len(split.class_names), n_folds, seed)
+    if (fold_of == fold).sum() < 2:
+        raise UserError(f'--cv_folds {n_folds} leaves fold {fold} {int((fold_of == fold).sum())} of the '
+                        f'{len(split.class_names)} training classes, but a validation split needs at least 2; use '
+                        f'fewer folds')
+    train = [sample for sample in split.samples if fold_of[sample[1]] != fold]
+    validation = [sample for sample in split.samples if fold_of[sample[1]] == fold]
+    return (check_enough_classes(relabel(train, split.class_names), 'training'),
+            check_enough_classes(relabel(validation, split.class_names), 'validation'))

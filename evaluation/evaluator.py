@@ -1,8 +1,11 @@
 """One evaluation, as main.py, Test_pretrained_models.py and Input_Baseline.py run it: the loaders of the splits a
 dataset's protocol evaluates, a network's embeddings of them, and their metrics."""
+from typing import NamedTuple
+
 import torch
 
 from evaluation import embeddings, metrics_of_test_embeddings
+from evaluation.collapse import collapse_warning
 from plumbing import distributed
 from plumbing.stop_signals import ignore_stop_signals
 
@@ -14,6 +17,14 @@ def evaluation_loader(dataset, batch_size, workers, device):
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=workers,
                                        pin_memory=device.type == 'cuda', persistent_workers=workers > 0,
                                        worker_init_fn=ignore_stop_signals, generator=torch.Generator())
+
+
+class Evaluation(NamedTuple):
+    """What one evaluation gives: the metrics, the embeddings {part: (features, labels)}, and the warning that
+    they have collapsed (None where they have not)."""
+    metrics: dict
+    embedded: dict
+    collapse: str
 
 
 class Evaluator:
@@ -36,8 +47,15 @@ class Evaluator:
             embedded[part] = (distributed.gather_shards(features, length), distributed.gather_shards(labels, length))
         return embedded
 
-    def evaluate(self, model, metric_names, *, amp=False, use_gpu=False, seed=0):
-        """(metrics, embeddings) of `model`: the metrics computed by rank 0 alone and given to every rank."""
+    def evaluate(self, model, metric_names, *, amp=False, use_gpu=False, seed=0, what='test'):
+        """The Evaluation of `model`, its metrics and collapse check computed by rank 0 alone and given to every
+        rank; `what` names the splits in the collapse warning."""
         embedded = self.embed(model, amp=amp)
-        metrics = distributed.on_main(metrics_of_test_embeddings, embedded, metric_names, use_gpu=use_gpu, seed=seed)
-        return metrics, embedded
+        metrics, collapse = distributed.on_main(self.score, embedded, metric_names, use_gpu=use_gpu, seed=seed,
+                                                what=what)
+        return Evaluation(metrics, embedded, collapse)
+
+    @staticmethod
+    def score(embedded, metric_names, *, use_gpu, seed, what):
+        return (metrics_of_test_embeddings(embedded, metric_names, use_gpu=use_gpu, seed=seed),
+                collapse_warning(embedded, what))

@@ -9,9 +9,10 @@
 Similarities are computed a chunk of queries at a time (chunk x gallery size), never as the full matrix, so
 SOP-sized test sets (60k samples) fit in memory.
 
-Ties: Recall@K ranks the best same-class sample by the number of samples strictly more similar,
-so ties are resolved in the query's favour; the MAP metrics take torch.topk's order among ties.
-Embeddings from a network have no exact ties in practice.
+Ties never favour the query: among equally similar samples, those of other classes rank before those of the
+query's class, in Recall@K and in the MAP metrics alike. A collapsed network (every embedding the same, or zero)
+thus ranks every same-class sample last and scores near 0, never near 1. Embeddings of a healthy network have no
+exact ties in practice, so the rule changes nothing there.
 """
 from dataclasses import dataclass
 
@@ -114,22 +115,38 @@ class _ClassIndex:
 
 
 def _best_positive_rank(sims, query_classes, n_relevant, classes):
-    """0-based rank of each query's most similar same-class sample (int64 max when it has none).
+    """0-based rank of each query's most similar same-class sample (int64 max when it has none), every other-class
+    sample as similar as it ranking before it (ties never favour the query).
 
     Overwrites `sims` with 0/1 flags: counting in place is several times faster on the CPU than
     summing a separate bool tensor.
     """
     positives, valid = classes.same_class_samples(query_classes)
     # Leave-one-out: the query's own entry in `sims` is -inf, so including it among the positives is harmless.
-    best_positive = sims.gather(1, positives).masked_fill(~valid, -torch.inf).amax(1)
-    ranks = sims.gt_(best_positive[:, None]).sum(1).long()
+    positive_sims = sims.gather(1, positives).masked_fill(~valid, -torch.inf)
+    best_positive = positive_sims.amax(1, keepdim=True)
+    tied_positives = (positive_sims == best_positive).logical_and_(valid).sum(1)
+    ranks = sims.ge_(best_positive).sum(1).long() - tied_positives
     return ranks.masked_fill(n_relevant == 0, torch.iinfo(torch.int64).max)
 
 
 def _precisions_at_hits(sims, query_classes, classes, depth):
-    """(Q x depth) float64: precision@i at the positions i where a same-class sample is, else 0."""
-    neighbours = sims.topk(depth, dim=1).indices
-    is_hit = classes.class_of[neighbours] == query_classes[:, None]
+    """(Q x depth) float64: precision@i at the positions i where a same-class sample is, else 0; among equally
+    similar samples the other-class ones come first (ties never favour the query).
+
+    The order is that of float64 keys: a sample's similarity, lowered for a same-class sample to halfway towards
+    the next smaller float32 value, so it sorts after every equal other-class sample and before every smaller one.
+    Rows are keyed a slice at a time, so the float64 keys take no more memory than `sims`.
+    """
+    rows_at_a_time = max(1, (1 << 25) // max(sims.shape[1], 1))
+    hits = []
+    for start in range(0, len(sims), rows_at_a_time):
+        chunk, chunk_classes = sims[start:start + rows_at_a_time], query_classes[start:start + rows_at_a_time]
+        same_class = classes.class_of[None, :] == chunk_classes[:, None]
+        lowered = torch.nextafter(chunk, chunk.new_tensor(-torch.inf)).double().add_(chunk.double()).mul_(0.5)
+        keys = torch.where(same_class, lowered, chunk.double())
+        hits.append(same_class.gather(1, keys.topk(depth, dim=1).indices))
+    is_hit = torch.cat(hits)
     hits_so_far = is_hit.cumsum(1, dtype=torch.float64)
     positions = torch.arange(1, depth + 1, device=sims.device, dtype=torch.float64)
     return hits_so_far / positions * is_hit

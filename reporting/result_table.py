@@ -9,15 +9,17 @@ import re
 import statistics
 
 from plumbing.errors import UserError
-from run_folder.resume import with_missing_flags
 from run_folder.folder import CONFIG_FILE
+from run_folder.resume import with_missing_flags
+from run_folder.summary import RunSummary
 
 SUMMARY_FILE = 'summary.json'
-# Flags that say where a run ran, how it logged or how it was started, not what it computed: seeds of one setting
-# may differ in them. --group is compared without its seed suffix; savename names the folder only.
-NOT_A_SETTING = {'seed', 'save_path', 'savename', 'group', 'kernels', 'gpu', 'source_path', 'log_online', 'project',
-                 'resume', 'dry_run', 'evaluate_on_gpu', 'evaluation_metrics', 'storage_metrics', 'applied_defaults',
-                 'dist_backend', 'dist_timeout'}
+# Flags that say where a run ran, how it logged or how it was started, not what it computed: seeds (and the
+# cross-validation folds) of one setting may differ in them. --group is compared without its seed suffix; savename
+# names the folder only.
+NOT_A_SETTING = {'seed', 'cv_fold', 'save_path', 'savename', 'group', 'kernels', 'gpu', 'source_path', 'log_online',
+                 'project', 'resume', 'dry_run', 'evaluate_on_gpu', 'evaluation_metrics', 'storage_metrics',
+                 'applied_defaults', 'dist_backend', 'dist_timeout'}
 SEED_SUFFIX = re.compile(r'[_\-.](s|seed)[_\-]?\d+$', re.IGNORECASE)
 
 
@@ -51,7 +53,7 @@ def read_json(path):
     return record
 
 
-def read_run(folder, flag_defaults, at_epoch='best'):
+def read_run(folder, flag_defaults, at_epoch='best', select_on=None):
     """{'folder', 'config', 'values': {metric: value}} of a finished run, or {'folder', 'skipped': why}.
 
     The config of a run saved before a flag existed gets the value that run had (as when it is resumed), else the
@@ -59,7 +61,8 @@ def read_run(folder, flag_defaults, at_epoch='best'):
     new run that computes the same.
 
     at_epoch 'best': each metric's own best epoch (the highest value, as the original framework's tables);
-    'last': the last epoch's values.
+    'last': the last epoch's values; 'selected': every metric at the epoch of the best `select_on` (e.g.
+    val_mAP@R: model selection on validation data). Epochs whose embeddings collapsed are never a best one.
     """
     summary_path = os.path.join(folder, SUMMARY_FILE)
     if not os.path.exists(summary_path):
@@ -77,8 +80,14 @@ def read_run(folder, flag_defaults, at_epoch='best'):
     metric_names = [name for name in history[-1] if is_metric(name, config)]
     if at_epoch == 'last':
         values = {name: history[-1][name] for name in metric_names}
+    elif at_epoch == 'selected':
+        chosen = RunSummary([select_on], history).best_epochs().get(select_on)
+        if chosen is None:
+            return {'folder': folder, 'skipped': f'no {select_on} to select an epoch on'}
+        entry = next(entry for entry in history if entry['epoch'] == chosen[1])
+        values = {name: entry[name] for name in metric_names if name in entry}
     else:
-        values = {name: max(entry[name] for entry in history if name in entry) for name in metric_names}
+        values = {name: value for name, (value, _) in RunSummary(metric_names, history).best_epochs().items()}
     return {'folder': folder, 'config': config, 'values': values}
 
 
@@ -129,7 +138,8 @@ def result_rows(grouped, metric_names=None):
         metrics = {metric: aggregate([run['values'][metric] for run in runs if metric in run['values']])
                    for metric in metric_names if any(metric in run['values'] for run in runs)}
         rows.append({'setting': name, 'runs': [run['folder'] for run in runs],
-                     'seeds': [run['config'].get('seed') for run in runs], 'metrics': metrics})
+                     'seeds': [run['config'].get('seed') for run in runs],
+                     'folds': [run['config'].get('cv_fold') for run in runs], 'metrics': metrics})
     return rows, list(metric_names)
 
 
@@ -141,15 +151,24 @@ def cell(stats, n_seeds):
     return text + (f' (n={stats["n"]})' if stats['n'] != n_seeds else '')
 
 
-def markdown_table(rows, metric_names, at_epoch):
-    """The table as Markdown: one row per setting, mean ± sample std (ddof=1) over its seeds, in percent."""
-    which = 'best epoch of each metric' if at_epoch == 'best' else 'last epoch'
-    lines = [f'| setting | seeds | {" | ".join(metric_names)} |', '|---|---|' + '---|' * len(metric_names)]
+def markdown_table(rows, metric_names, at_epoch, select_on=None):
+    """The table as Markdown: one row per setting, mean ± sample std (ddof=1) over its runs (seeds, and
+    cross-validation folds where there are), in percent."""
+    which = {'best': 'best epoch of each metric', 'last': 'last epoch'}.get(at_epoch)
+    if at_epoch == 'selected':
+        data = 'validation' if select_on.startswith('val_') else 'test'
+        which = f'epoch of each run\'s best {select_on} (selected on {data} data)'
+    with_folds = any(fold is not None for row in rows for fold in row['folds'])
+    counts = 'seeds | folds' if with_folds else 'seeds'
+    lines = [f'| setting | {counts} | {" | ".join(metric_names)} |',
+             '|---|---|' + ('---|' if with_folds else '') + '---|' * len(metric_names)]
     for row in rows:
         cells = [cell(row['metrics'].get(name), len(row['runs'])) for name in metric_names]
-        lines.append(f'| {row["setting"]} | {len(row["runs"])} | {" | ".join(cells)} |')
-    note = (f'Values in %: mean ± sample standard deviation (ddof=1) over seeds, at the {which}; '
-            f'(n=K) where only K seeds have that metric.')
+        count = (f'{len(set(row["seeds"]))} | {len(set(row["folds"]))}' if with_folds else str(len(row['runs'])))
+        lines.append(f'| {row["setting"]} | {count} | {" | ".join(cells)} |')
+    over = 'runs (seeds x folds)' if with_folds else 'seeds'
+    note = (f'Values in %: mean ± sample standard deviation (ddof=1) over {over}, at the {which}; '
+            f'(n=K) where only K {over} have that metric.')
     return '\n'.join(lines) + '\n\n' + note + '\n'
 
 
@@ -172,9 +191,9 @@ def runs_csv_text(grouped, metric_names):
     """One line per run that was averaged: its setting, seed, folder and values."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator='\n')
-    writer.writerow(['setting', 'seed', 'folder', *metric_names])
+    writer.writerow(['setting', 'seed', 'cv_fold', 'folder', *metric_names])
     for name, runs in grouped:
         for run in runs:
-            writer.writerow([name, run['config'].get('seed'), run['folder'],
+            writer.writerow([name, run['config'].get('seed'), run['config'].get('cv_fold'), run['folder'],
                              *(run['values'].get(metric, '') for metric in metric_names)])
     return buffer.getvalue()

@@ -7,6 +7,9 @@ import os
 from plumbing.files import atomic_write_json, atomic_write_text
 from run_folder.record import now
 
+COLLAPSED = 'collapsed'
+"""The history key that marks an epoch whose test embeddings collapsed (val_collapsed: its validation embeddings)."""
+
 
 class RunSummary:
     """History of epoch entries (plain dicts) plus the best value and epoch of every metric.
@@ -25,13 +28,14 @@ class RunSummary:
         self.history.append(dict(entry))
 
     def best_epochs(self):
-        """metric name -> (best value, epoch of it): the highest value (every metric is higher-is-better); ties keep
-        the earliest epoch."""
+        """metric name -> (best value, epoch of it): the highest value (every metric is higher-is-better) of the
+        epochs whose embeddings of that metric's split did not collapse; ties keep the earliest epoch."""
         best = {}
         for entry in self.history:
             for name in self.metric_names:
                 value = entry.get(name)
-                if value is not None and (name not in best or value > best[name][0]):
+                collapsed = entry.get(('val_' if name.startswith('val_') else '') + COLLAPSED)
+                if value is not None and not collapsed and (name not in best or value > best[name][0]):
                     best[name] = (value, entry['epoch'])
         return best
 
@@ -40,11 +44,24 @@ class RunSummary:
         best = self.best_epochs().get(name)
         return best is not None and best[1] == self.history[-1]['epoch']
 
+    def selected_on_validation(self):
+        """For each val_ metric of `metric_names`: the epoch its best value chose, that value, and the test metrics
+        of that epoch ({'on', 'epoch', 'value', 'test'}): model selection on validation data."""
+        test_names = self.config.get('evaluation_metrics') or []
+        by_epoch = {entry['epoch']: entry for entry in self.history}
+        return [{'on': name, 'epoch': epoch, 'value': value,
+                 'test': {test: by_epoch[epoch][test] for test in test_names if test in by_epoch[epoch]}}
+                for name, (value, epoch) in self.best_epochs().items() if name.startswith('val_')]
+
     def to_dict(self):
         best = self.best_epochs()
-        return {'config': self.config, 'sessions': self.sessions, 'history': self.history,
-                'best': {name: value for name, (value, _) in best.items()},
-                'best_epoch': {name: epoch for name, (_, epoch) in best.items()}}
+        record = {'config': self.config, 'sessions': self.sessions, 'history': self.history,
+                  'best': {name: value for name, (value, _) in best.items()},
+                  'best_epoch': {name: epoch for name, (_, epoch) in best.items()}}
+        selected = self.selected_on_validation()
+        if selected:
+            record['selected_on_validation'] = selected
+        return record
 
     @classmethod
     def from_dict(cls, record, metric_names):

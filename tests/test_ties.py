@@ -1,0 +1,127 @@
+"""Ties never favour the query: against a brute-force reference that ranks other-class samples first among equal
+similarities, on embeddings full of exact ties; collapsed and zero embeddings score near 0, not near 1."""
+import numpy as np
+import pytest
+import torch
+
+import evaluation
+
+RETRIEVAL = ['e_recall@1', 'e_recall@2', 'e_recall@4', 'e_recall@8', 'mAP@R', 'mAP@3', 'mAP@20']
+
+
+def tied_embeddings(n, dim=12, nonzero=4, seed=0):
+    """n rows with `nonzero` entries of -1 or +1 each: unit rows of +-0.5 whose cosines are exact multiples of 1/4,
+    so that many pairs tie exactly, in float32 as in float64."""
+    rng = np.random.default_rng(seed)
+    rows = np.zeros((n, dim), dtype=np.float32)
+    for row in rows:
+        row[rng.choice(dim, nonzero, replace=False)] = rng.choice([-1.0, 1.0], nonzero)
+    return rows
+
+
+def pessimistic_order(similarities, same_class):
+    """Candidates from most to least similar, the other-class ones first among equal similarities."""
+    return np.lexsort((same_class, -similarities))
+
+
+def reference_metrics(queries, query_labels, gallery=None, gallery_labels=None):
+    """Recall@K, MAP@R and MAP@K from their definitions under the pessimistic tie rule (float64, one query at a
+    time); without a gallery, leave-one-out."""
+    leave_one_out = gallery is None
+    if leave_one_out:
+        gallery, gallery_labels = queries, query_labels
+    unit = lambda rows: rows.astype(np.float64) / np.linalg.norm(rows, axis=1, keepdims=True)  # noqa: E731
+    similarities = unit(queries) @ unit(gallery).T
+    found, precisions, relevant = [], [], []
+    for query, (row, label) in enumerate(zip(similarities, query_labels)):
+        candidates = np.arange(len(gallery))
+        if leave_one_out:
+            candidates = candidates[candidates != query]
+        same = gallery_labels[candidates] == label
+        order = candidates[pessimistic_order(row[candidates], same)]
+        hits = gallery_labels[order] == label
+        found.append(np.argmax(hits) if hits.any() else np.inf)
+        precisions.append(np.cumsum(hits) / np.arange(1, len(hits) + 1) * hits)
+        relevant.append(int(same.sum()))
+    results = {f'e_recall@{k}': float(np.mean(np.array(found) < k)) for k in (1, 2, 4, 8)}
+
+    def mean_ap(depth_of, normaliser_of):
+        values = [p[:depth_of(r)].sum() / normaliser_of(r) for p, r in zip(precisions, relevant) if r > 0]
+        return float(np.mean(values))
+
+    results['mAP@R'] = mean_ap(lambda r: r, lambda r: r)
+    for k in (3, 20):
+        results[f'mAP@{k}'] = mean_ap(lambda r, k=k: k, lambda r, k=k: min(r, k))
+    return results
+
+
+@pytest.mark.parametrize('chunk_size', [1, 7, 1024])
+@pytest.mark.parametrize('seed', [0, 1])
+def test_leave_one_out_metrics_equal_the_pessimistic_reference_on_tied_embeddings(chunk_size, seed):
+    features = tied_embeddings(90, seed=seed)
+    labels = np.random.default_rng(seed).integers(0, 9, 90)
+    sims = features @ features.T / 4
+    assert len(np.unique(sims)) < 10, 'the embeddings tie: every cosine is one of few values'
+    ours = evaluation.compute_metrics(features, labels, RETRIEVAL, chunk_size=chunk_size)
+    assert ours == pytest.approx(reference_metrics(features, labels), abs=1e-12)
+
+
+@pytest.mark.parametrize('chunk_size', [1, 5, 1024])
+def test_query_gallery_metrics_equal_the_pessimistic_reference_on_tied_embeddings(chunk_size):
+    rng = np.random.default_rng(3)
+    queries, gallery = tied_embeddings(40, seed=4), tied_embeddings(70, seed=5)
+    query_labels, gallery_labels = rng.integers(0, 8, 40), rng.integers(0, 8, 70)
+    ours = evaluation.compute_metrics(queries, query_labels, RETRIEVAL, chunk_size=chunk_size,
+                                      gallery_features=gallery, gallery_labels=gallery_labels)
+    assert ours == pytest.approx(reference_metrics(queries, query_labels, gallery, gallery_labels), abs=1e-12)
+
+
+@pytest.mark.parametrize('make', [np.ones, np.zeros], ids=['identical', 'zero'])
+def test_collapsed_embeddings_score_zero(make):
+    labels = np.repeat(np.arange(10), 10)
+    metrics = evaluation.compute_metrics(make((100, 16), dtype=np.float32), labels, RETRIEVAL + ['nmi'])
+    # 90 other-class samples tie with the 9 same-class ones and rank before them.
+    assert {name: metrics[name] for name in ('e_recall@1', 'e_recall@8', 'mAP@3')} == {
+        'e_recall@1': 0.0, 'e_recall@8': 0.0, 'mAP@3': 0.0}
+    assert metrics['mAP@R'] == 0.0 and metrics['mAP@20'] == 0.0, 'no same-class sample among the 20 nearest'
+    assert metrics['nmi'] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_tie_with_a_negative_is_a_miss_and_a_strictly_better_positive_a_hit():
+    features = np.array([[1, 0], [1, 1], [1, -1], [-1, 0]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 0])
+    # Query 0: its positive [1, 1] ties the negative [1, -1]: rank 1. Query 1: its positive [1, 0] first: rank 0.
+    # Query 2: no positive. Query 3: its positive [1, 1] ties the negative [1, -1]: rank 1.
+    recall = evaluation.compute_metrics(features, labels, ['e_recall@1', 'e_recall@2'])
+    assert recall == {'e_recall@1': 0.25, 'e_recall@2': 0.75}
+    features[2] = [1, -1.001]  # the negative now a little less similar to query 0, a little more to query 3
+    assert evaluation.compute_metrics(features, labels, ['e_recall@1'])['e_recall@1'] == 0.5
+
+
+def test_exact_duplicates_of_the_query_still_count_as_neighbours():
+    features = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1])
+    assert evaluation.compute_metrics(features, labels, ['e_recall@1', 'mAP@R']) == {'e_recall@1': 1.0,
+                                                                                    'mAP@R': 1.0}
+
+
+def test_similarities_one_float32_step_apart_are_ordered_not_tied():
+    """The tie rule must not reorder samples whose similarities differ by the smallest float32 step."""
+    from evaluation.retrieval import rank_queries
+
+    below = np.nextafter(np.float32(0.6), np.float32(0))
+    queries = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    gallery = torch.tensor([[0.6, 0.0], [below, 0.0]])
+    assert (gallery @ queries[0])[0] > (gallery @ queries[0])[1]
+    retrieval = rank_queries(queries, torch.tensor([0, 1]), depth=2, gallery_features=gallery,
+                             gallery_labels=torch.tensor([0, 1]))
+    assert retrieval.best_positive_rank.tolist() == [0, 1]
+    assert retrieval.precisions_at_hits.tolist() == [[1.0, 0.0], [0.0, 0.5]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (benchmarks/gpu_check.sh runs it)')
+def test_gpu_ranking_applies_the_same_tie_rule():
+    features = tied_embeddings(90)
+    labels = np.random.default_rng(0).integers(0, 9, 90)
+    on_gpu = evaluation.compute_metrics(features, labels, RETRIEVAL, use_gpu=True)
+    assert on_gpu == pytest.approx(reference_metrics(features, labels), abs=1e-12)
