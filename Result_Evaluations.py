@@ -11,16 +11,11 @@ or without a finished epoch are listed as skipped, never averaged.
 Writes results.md, results.csv (one line per setting and metric), runs.csv (one line per run) and results.png.
 """
 import argparse
-import os
 import sys
 
 import parameters
 from plumbing.errors import UserError, exit_code
-from plumbing.files import atomic_write_text
-from reporting.plots import plot_result_bars
-from reporting.result_table import (csv_text, find_runs, group_runs, markdown_table, read_run, result_rows,
-                                    runs_csv_text)
-
+from reporting.result_table import find_runs, write_result_tables
 
 def build_parser():
     parser = argparse.ArgumentParser(prog='Result_Evaluations.py', description=__doc__.split('\n\n')[0])
@@ -42,33 +37,10 @@ def main(argv=None):
         raise UserError('--select_on chooses each run\'s epoch by a metric: drop --at_epoch last')
     at_epoch = 'selected' if opt.select_on else opt.at_epoch
     flag_defaults = vars(parameters.build_parser().parse_args([]))
-    runs = [read_run(folder, flag_defaults, at_epoch, opt.select_on) for folder in find_runs(opt.runs)]
-    finished = [run for run in runs if 'skipped' not in run]
-    skipped = [run for run in runs if 'skipped' in run]
-    if not finished:
-        raise UserError(f'none of the {len(runs)} runs found has finished: nothing to average '
-                        f'({skipped[0]["folder"]}: {skipped[0]["skipped"]})')
-    grouped = group_runs(finished)
-    rows, metric_names = result_rows(grouped, opt.metrics)
-    unknown = [name for name in metric_names if not any(name in row['metrics'] for row in rows)]
-    if unknown:
-        raise UserError(f'no run has the metric {unknown[0]}; choose --metrics among those in the runs\' history')
-    table = markdown_table(rows, metric_names, at_epoch, opt.select_on)
-    skipped_lines = ''.join(f'- skipped {run["folder"]}: {run["skipped"]}\n' for run in skipped)
-    print(table + (f'\n{skipped_lines}' if skipped_lines else ''), end='')
-
-    try:
-        os.makedirs(opt.out, exist_ok=True)
-        atomic_write_text(os.path.join(opt.out, 'results.md'), table + (f'\n{skipped_lines}' if skipped_lines else ''))
-        atomic_write_text(os.path.join(opt.out, 'results.csv'), csv_text(rows, metric_names))
-        atomic_write_text(os.path.join(opt.out, 'runs.csv'), runs_csv_text(grouped, metric_names))
-        plot_result_bars(rows, metric_names, os.path.join(opt.out, 'results.png'),
-                         f'mean ± sample std over seeds ({opt.select_on or opt.at_epoch} epoch)')
-    except OSError as error:
-        raise UserError(f'cannot write to --out {opt.out} ({error.strerror}); pass a writable folder') from None
-    print(f'\nwrote results.md, results.csv, runs.csv and results.png to {opt.out}')
+    text = write_result_tables(find_runs(opt.runs), flag_defaults, opt.out, at_epoch=at_epoch, select_on=opt.select_on,
+                               metric_names=opt.metrics)
+    print(text + f'\nwrote results.md, results.csv, runs.csv and results.png to {opt.out}')
     return 0
-
 
 if __name__ == '__main__':
     sys.exit(exit_code(main))

@@ -60,10 +60,9 @@ def main(argv=None):
     sampler = datasampler.select(opt, data['training'].labels)
     train_loader = training_loader(data['training'], sampler, opt.kernels, device)
     test_parts = datasets.test_parts(data)
-    evaluators = {'': Evaluator(test_parts, batch_size=opt.bs, workers=opt.kernels, device=device)}
-    if data['validation'] is not None:
-        evaluators['val_'] = Evaluator({'testing': data['validation']}, batch_size=opt.bs, workers=opt.kernels,
-                                       device=device)
+    splits = {'': test_parts, 'val_': {'testing': data['validation']} if data['validation'] is not None else {}}
+    evaluators = {prefix: Evaluator(parts, batch_size=opt.bs, workers=opt.kernels, device=device)
+                  for prefix, parts in splits.items() if parts}
 
     model = architectures.select(opt.arch, opt, load_pretrained=resumed is None).to(device)
     network = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
@@ -147,9 +146,9 @@ def main(argv=None):
                 lock.release()
     logger.info('done: best %s', json.dumps(run.summary.to_dict()['best']))
     for selection in run.summary.selected_on_validation():
-        logger.info('selected on validation: epoch %d, the best %s (%s); its test metrics: %s', selection['epoch'],
-                    selection['on'], number(selection['value']),
-                    ' | '.join(f'{name} {number(value)}' for name, value in selection['test'].items()))
+        tested = ' | '.join(f'{name} {number(value)}' for name, value in selection['test'].items())
+        logger.info('selected on validation: epoch %d, the best %s (%s); %s', selection['epoch'], selection['on'],
+                    number(selection['value']), f'its test metrics: {tested}' if tested else 'no test metrics')
     return 0
 
 
@@ -201,7 +200,8 @@ def report_data(data):
 
 def evaluate(model, evaluators, opt):
     """Metrics of every evaluated split (test names as they are, validation prefixed val_) and the time taken;
-    the test embeddings {part: (features, labels)} ('testing', or 'query' and 'gallery').
+    the test embeddings {part: (features, labels)} ('testing', or 'query' and 'gallery'; None with
+    --no_test_metrics).
 
     Under torchrun each rank embeds its shard of every part; rank 0 computes the metrics of them all and every rank
     gets them. Embeddings that have collapsed are warned about, and their split's `collapsed` (`val_collapsed`) is
@@ -218,7 +218,7 @@ def evaluate(model, evaluators, opt):
             if distributed.is_main():
                 logger.warning(result.collapse)
     results['eval_time_s'] = time.perf_counter() - started
-    return results, embeddings['']
+    return results, embeddings.get('')
 
 
 def save_best(folder, model, summary, storage_metrics, entry, test_embeddings, test_parts):

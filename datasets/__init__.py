@@ -83,6 +83,23 @@ def test_parts(data):
     return {part: data[part] for part in TEST_PARTS if data.get(part) is not None}
 
 
+def split_validation(opt, training):
+    """(training, validation or None, notes) of the training Split `training`: the validation split that
+    `opt.cv_folds` / `opt.use_tv_split` carve out of it (see select), and what it is."""
+    if opt.cv_folds is not None:
+        train_split, validation_split = split_by_fold(training, opt.cv_folds, opt.cv_fold, opt.seed)
+        return train_split, validation_split, [
+            f'cross-validation: fold {opt.cv_fold} of {opt.cv_folds} (seed {opt.seed}) holds out '
+            f'{len(validation_split.class_names)} of the {len(training.class_names)} training classes '
+            f'({len(validation_split.samples)} images) for validation; {len(train_split.class_names)} classes '
+            f'({len(train_split.samples)} images) train']
+    if not opt.use_tv_split:
+        return training, None, []
+    if opt.tv_split_by_samples:
+        return (*split_by_samples(training, opt.tv_split_perc, opt.seed), [])
+    return (*split_by_classes(training, opt.tv_split_perc), [])
+
+
 def select(opt):
     """{'training', 'testing', 'query', 'gallery', 'validation', 'warnings', 'notes'} of `opt.dataset`.
 
@@ -90,22 +107,11 @@ def select(opt):
     dataset the reverse (query and gallery share one labelling). 'validation' is None unless `opt.use_tv_split`
     carves it out of the training split (by classes as the authors, or by samples with `opt.tv_split_by_samples`),
     keeping the fraction `opt.tv_split_perc` for training, or `opt.cv_folds` holds out fold `opt.cv_fold` of the
-    training classes. 'warnings' are load_splits' warnings, 'notes' what the validation split is, for the caller to
-    log.
+    training classes. With `opt.no_test_metrics` the test parts are None: no test image is opened. 'warnings' are
+    load_splits' warnings, 'notes' what the validation split is, for the caller to log.
     """
     _, splits, warnings = load_splits(opt)
-    train_split, validation_split, notes = splits['training'], None, []
-    if opt.cv_folds is not None:
-        train_split, validation_split = split_by_fold(train_split, opt.cv_folds, opt.cv_fold, opt.seed)
-        notes.append(f'cross-validation: fold {opt.cv_fold} of {opt.cv_folds} (seed {opt.seed}) holds out '
-                     f'{len(validation_split.class_names)} of the {len(splits["training"].class_names)} training '
-                     f'classes ({len(validation_split.samples)} images) for validation; '
-                     f'{len(train_split.class_names)} classes ({len(train_split.samples)} images) train')
-    elif opt.use_tv_split:
-        if opt.tv_split_by_samples:
-            train_split, validation_split = split_by_samples(train_split, opt.tv_split_perc, opt.seed)
-        else:
-            train_split, validation_split = split_by_classes(train_split, opt.tv_split_perc)
+    train_split, validation_split, notes = split_validation(opt, splits['training'])
 
     pipeline = dict(draft=not opt.full_decode, pil_resampling=opt.pil_resampling)
     train_transform = make_transform(True, opt.augmentation, opt.image_size, **pipeline)
@@ -119,7 +125,8 @@ def select(opt):
 
     return {
         'training': image_dataset(train_split, train_transform, 'training'),
-        **{part: image_dataset(splits.get(part), eval_transform, part) for part in TEST_PARTS},
+        **{part: image_dataset(None if opt.no_test_metrics else splits.get(part), eval_transform, part)
+           for part in TEST_PARTS},
         'validation': image_dataset(validation_split, eval_transform, 'validation'),
         'warnings': warnings,
         'notes': notes,

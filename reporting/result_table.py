@@ -9,6 +9,8 @@ import re
 import statistics
 
 from plumbing.errors import UserError
+from plumbing.files import atomic_write_text
+from reporting.plots import plot_result_bars
 from run_folder.folder import CONFIG_FILE
 from run_folder.resume import with_missing_flags
 from run_folder.summary import RunSummary
@@ -197,3 +199,31 @@ def runs_csv_text(grouped, metric_names):
             writer.writerow([name, run['config'].get('seed'), run['config'].get('cv_fold'), run['folder'],
                              *(run['values'].get(metric, '') for metric in metric_names)])
     return buffer.getvalue()
+
+
+def write_result_tables(folders, flag_defaults, out, at_epoch='best', select_on=None, metric_names=None):
+    """Read the runs in `folders` (see read_run), group the seeds (and folds) of each setting, and write results.md,
+    results.csv, runs.csv and results.png to `out`; returns the Markdown table with the runs skipped."""
+    runs = [read_run(folder, flag_defaults, at_epoch, select_on) for folder in folders]
+    finished = [run for run in runs if 'skipped' not in run]
+    skipped = [run for run in runs if 'skipped' in run]
+    if not finished:
+        raise UserError(f'none of the {len(runs)} runs found has finished: nothing to average '
+                        f'({skipped[0]["folder"]}: {skipped[0]["skipped"]})')
+    grouped = group_runs(finished)
+    rows, metric_names = result_rows(grouped, metric_names)
+    unknown = [name for name in metric_names if not any(name in row['metrics'] for row in rows)]
+    if unknown:
+        raise UserError(f'no run has the metric {unknown[0]}; choose --metrics among those in the runs\' history')
+    skipped_lines = ''.join(f'- skipped {run["folder"]}: {run["skipped"]}\n' for run in skipped)
+    text = markdown_table(rows, metric_names, at_epoch, select_on) + (f'\n{skipped_lines}' if skipped_lines else '')
+    try:
+        os.makedirs(out, exist_ok=True)
+        atomic_write_text(os.path.join(out, 'results.md'), text)
+        atomic_write_text(os.path.join(out, 'results.csv'), csv_text(rows, metric_names))
+        atomic_write_text(os.path.join(out, 'runs.csv'), runs_csv_text(grouped, metric_names))
+        plot_result_bars(rows, metric_names, os.path.join(out, 'results.png'),
+                         f'mean ± sample std over seeds ({select_on or at_epoch} epoch)')
+    except OSError as error:
+        raise UserError(f'cannot write to --out {out} ({error.strerror}); pass a writable folder') from None
+    return text

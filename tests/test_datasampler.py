@@ -191,7 +191,7 @@ def loader_batches(dataset, sampler, num_workers):
 def test_augmented_batches_repeat_across_workers_and_resume(make_cub200):
     opt = argparse.Namespace(dataset='cub200', source_path=str(make_cub200(n_classes=8, per_class=3)),
                              use_tv_split=False, tv_split_perc=0.8, tv_split_by_samples=False, cv_folds=None,
-                             augmentation='base', image_size=16, seed=0, full_decode=False,
+                             no_test_metrics=False, augmentation='base', image_size=16, seed=0, full_decode=False,
                              pil_resampling=False)
     training = datasets.select(opt)['training']
     sampler = ClassBalancedBatchSampler(training.labels, batch_size=4, samples_per_class=2, seed=0)

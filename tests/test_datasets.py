@@ -24,8 +24,8 @@ from conftest import BIRD_NAMES, CAR_NAMES
 def make_opt(**overrides):
     """The flags datasets.select reads, with small defaults."""
     values = dict(dataset='cub200', source_path=None, use_tv_split=False, tv_split_perc=0.8,
-                  tv_split_by_samples=False, cv_folds=None, cv_fold=None, augmentation='base', image_size=16, seed=0,
-                  full_decode=False, pil_resampling=False)
+                  tv_split_by_samples=False, cv_folds=None, cv_fold=None, no_test_metrics=False, augmentation='base',
+                  image_size=16, seed=0, full_decode=False, pil_resampling=False)
     values.update(overrides)
     return argparse.Namespace(**values)
 

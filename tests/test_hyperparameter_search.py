@@ -1,0 +1,313 @@
+"""Hyperparameter_Search.py: the space, the trials on validation data only (values equal to their runs' validation
+metrics, no test metric computed), resuming and sharing a study, stale trials of stopped workers, the report and the
+final runs."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import Hyperparameter_Search
+import parameters
+from plumbing.errors import UserError
+from runs import ROOT, one_line_error, read_summary, run_entry_point
+from tuning import report
+from tuning.objective import Trials
+from tuning.space import flag_actions, parse_space
+from tuning.study import JOURNAL_FILE, fail_stale_trials, open_study, storage_of
+from tuning.trial_run import RunFailed, RunStopped, run_watched
+
+ACTIONS = flag_actions(parameters.build_parser())
+
+
+def test_a_space_names_flags_and_the_ranges_optuna_samples_them_from():
+    dimensions = parse_space(['kd_lambda=log:10:200', 'diffusion_w=0.5:0.999', 'n_epochs=2:4', 'embed_dim=8:64',
+                              'optim=choice:adam,adamw', 'OBDP=choice:true,false', 'tau=choice:3,5'], ACTIONS, set())
+    by_flag = {dimension.flag: dimension for dimension in dimensions}
+    assert (by_flag['kd_lambda'].kind, by_flag['kd_lambda'].low, by_flag['kd_lambda'].high,
+            by_flag['kd_lambda'].log) == ('float', 10.0, 200.0, True)
+    assert (by_flag['diffusion_w'].kind, by_flag['diffusion_w'].log) == ('float', False)
+    assert by_flag['n_epochs'].kind == 'int' and (by_flag['n_epochs'].low, by_flag['n_epochs'].high) == (2, 4)
+    assert by_flag['embed_dim'].kind == 'int' and (by_flag['embed_dim'].low, by_flag['embed_dim'].high) == (8, 64)
+    assert by_flag['optim'].choices == ('adam', 'adamw') and by_flag['tau'].choices == (3, 5)
+    assert by_flag['OBDP'].arguments(True) == ['--OBDP'] and by_flag['OBDP'].arguments(False) == []
+    assert by_flag['kd_lambda'].arguments(57.5) == ['--kd_lambda', '57.5']
+
+
+@pytest.mark.parametrize('texts, given, message', [
+    (['kd_lamda=log:10:200'], set(), 'main.py has no flag --kd_lamda (did you mean kd_lambda'),
+    (['save_path=choice:a,b'], set(), 'says where data and runs are or is set by the search itself'),
+    (['diffusion_w=0.9:0.5'], set(), 'the range 0.9..0.5 is empty'),
+    (['diffusion_w=0.5:0.5'], set(), 'is empty'),
+    (['lr=log:0:1e-3'], set(), 'a log range needs low > 0'),
+    (['lr=log:a:b'], set(), 'are not two numbers'),
+    (['embed_dim=8.5:64'], set(), 'are not two integers'),
+    (['lr=1e-5'], set(), 'a range is low:high'),
+    (['optim=choice:adam,rmsprop'], set(), "'rmsprop' is not one of --optim's choices"),
+    (['optim=0:1'], set(), 'search it as optim=choice:adam,adamw,sgd'),
+    (['PSD=0:1'], set(), 'search it as PSD=choice:true,false'),
+    (['PSD=choice:yes'], set(), 'is on or off: choice:true,false'),
+    (['kd_lambda'], set(), 'write FLAG=SPEC'),
+    (['lr=log:1e-6:1e-4', 'lr=log:1e-5:1e-3'], set(), 'names --lr twice'),
+    (['lr=log:1e-6:1e-4'], {'lr'}, '--lr is both a flag of the base run and searched'),
+    ([], set(), 'the search needs a space'),
+])
+def test_a_bad_space_is_one_line_error(texts, given, message):
+    with pytest.raises(UserError, match=message.replace('(', r'\(').replace('.', r'\.')):
+        parse_space(texts, ACTIONS, given)
+
+
+@pytest.fixture
+def source(make_cub200):
+    """A CUB200-layout folder whose 4 training classes give 2 training and 2 validation classes."""
+    return make_cub200(n_classes=8, per_class=4)
+
+
+def base_flags(source, save_path, *extra):
+    return ['--dataset', 'cub200', '--source', str(source), '--save_path', str(save_path), '--arch',
+            'resnet18_normalize', '--not_pretrained', '--image_size', '32', '--bs', '8', '--samples_per_class', '4',
+            '--n_epochs', '2', '--kernels', '0', '--embed_dim', '16', '--lr', '1e-3', '--tv_split_perc', '0.5',
+            '--PSD', '--OBDP', *extra]
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--space', 'decay=-1:1'], '--space decay: main.py refuses its value -1.0: --decay must be non-negative'),
+    (['--space', 'diffusion_w=0.5:1.5'], 'main.py refuses its value 1.5: --diffusion_w must be in [0, 1)'),
+    (['--space', 'kd_lambda=1:10', '--objective', 'nmi2'], '--objective nmi2 is not among --evaluation_metrics'),
+    (['--space', 'kd_lambda=1:10', '--cv_folds', '2', '--cv_fold', '1'], 'drop --cv_fold'),
+    (['--space', 'kd_lambda=1:10', '--cv_folds', '5'], '--cv_folds 5 leaves fold 0 1 of the 4 training classes'),
+    (['--space', 'kd_lambda=1:10', '--tv_split_perc', '0.8'], 'the validation split would have 1 class'),
+    (['--space', 'kd_lambda=1:10', '--bs', '7'], '--bs 7 is not divisible'),
+])
+def test_a_bad_search_is_one_line_before_anything_trains(source, tmp_path, capsys, extra, message):
+    code = run_entry_point('Hyperparameter_Search', *base_flags(source, tmp_path), *extra)  # the last value counts
+    assert message in one_line_error(capsys, code)
+    assert not (tmp_path / 'search').exists(), 'nothing is written before the search can run'
+
+
+def test_trial_runs_validate_without_the_test_split_and_name_their_run_folders(tmp_path):
+    dimensions = parse_space(['kd_lambda=log:10:200', 'OBDP=choice:true,false'], ACTIONS, set())
+    trials = Trials(study_name='s', base=['--dataset', 'digits'], dimensions=dimensions, metric='val_mAP@R',
+                    folds=2, folder=str(tmp_path), dataset='digits')
+    assert trials.arguments({'kd_lambda': 20.0, 'OBDP': False}, 7, 1) == [
+        '--dataset', 'digits', '--kd_lambda', '20.0', '--cv_folds', '2', '--cv_fold', '1', '--no_test_metrics',
+        '--storage_metrics', 'val_mAP@R', '--save_path', str(tmp_path), '--group', 's', '--savename', 's_t0007_f1']
+    assert trials.run_folder(7, 1) == str(tmp_path / 'digits' / 's_t0007_f1')
+    plain = Trials(study_name='s', base=['--dataset', 'digits'], dimensions=[], metric='val_e_recall@1',
+                   folds=None, folder=str(tmp_path), dataset='digits', with_test=True)
+    assert plain.arguments({}, 0) == ['--dataset', 'digits', '--use_tv_split', '--storage_metrics', 'val_e_recall@1',
+                                      '--save_path', str(tmp_path), '--group', 's', '--savename', 's_t0000']
+
+
+FAKE_RUN = """
+import json, os, sys, time
+folder, epochs, code = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.makedirs(folder, exist_ok=True)
+history = []
+for epoch in range(epochs):
+    history.append({'epoch': epoch, 'val_mAP@R': 0.1 * (epoch + 1)})
+    with open(os.path.join(folder, 'summary.json.tmp'), 'w') as stream:
+        json.dump({'history': history}, stream)
+    os.replace(os.path.join(folder, 'summary.json.tmp'), os.path.join(folder, 'summary.json'))
+    time.sleep(0.3)
+print('error: the last line', file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def fake_run(tmp_path, epochs, code=0):
+    return [sys.executable, '-c', FAKE_RUN, str(tmp_path / 'run'), str(epochs), str(code)], tmp_path / 'run'
+
+
+def test_a_watched_run_reports_every_epoch_and_ends_with_its_history(tmp_path):
+    command, folder = fake_run(tmp_path, 4)
+    seen = []
+    history = run_watched(command, str(folder), str(tmp_path / 'out'), lambda entry: seen.append(entry) and False,
+                          lambda: False)
+    assert [entry['epoch'] for entry in seen] == [0, 1, 2, 3] and history == seen
+
+
+def test_a_pruned_run_is_stopped_and_a_failed_one_names_its_error(tmp_path):
+    command, folder = fake_run(tmp_path, 50)
+    started = time.monotonic()
+    with pytest.raises(RunStopped):
+        run_watched(command, str(folder), str(tmp_path / 'out'), lambda entry: entry['epoch'] == 1, lambda: False)
+    assert len(json.loads((folder / 'summary.json').read_text())['history']) < 50, 'stopped, not left to finish'
+    assert time.monotonic() - started < 60
+    command, folder = fake_run(tmp_path / 'failing', 1, code=2)
+    with pytest.raises(RunFailed, match='exited 2: error: the last line'):
+        run_watched(command, str(folder), str(tmp_path / 'out2'), lambda entry: False, lambda: False)
+
+
+@pytest.mark.parametrize('database', [False, True], ids=['journal file', 'sqlite'])
+def test_the_trials_of_stopped_workers_are_failed_and_queued_again(tmp_path, monkeypatch, database):
+    storage = storage_of(f'sqlite:///{tmp_path}/study.db' if database else None, str(tmp_path))
+    study = open_study('s', storage, {'space': ['x']}, optuna.pruners.NopPruner())
+    host = os.uname().nodename
+    dead, stamped_long_ago, alive = (study.ask({'x': optuna.distributions.FloatDistribution(0, 1)})
+                                     for _ in range(3))
+    monkeypatch.setattr('socket.gethostname', lambda: host)
+    dead.set_user_attr('worker', f'{host}:{2 ** 22 + 12345}')  # a pid that does not exist
+    dead.set_user_attr('heartbeat', time.time())
+    stamped_long_ago.set_user_attr('worker', 'elsewhere:1')
+    stamped_long_ago.set_user_attr('heartbeat', time.time() - 3600)
+    alive.set_user_attr('worker', 'elsewhere:2')
+    alive.set_user_attr('heartbeat', time.time())
+    assert sorted(fail_stale_trials(study, storage, stale_after_s=600)) == [dead.number, stamped_long_ago.number]
+    states = {trial.number: trial.state for trial in study.get_trials()}
+    assert states[dead.number] == states[stamped_long_ago.number] == TrialState.FAIL
+    assert states[alive.number] == TrialState.RUNNING
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(trial.user_attrs['retry_of'] for trial in queued) == [dead.number, stamped_long_ago.number]
+    assert {trial.user_attrs['retry_of']: trial.system_attrs['fixed_params']['x'] for trial in queued} == {
+        dead.number: dead.params['x'], stamped_long_ago.number: stamped_long_ago.params['x']}
+    assert fail_stale_trials(study, storage, stale_after_s=600) == [], 'each stale trial is failed once'
+
+
+def test_a_study_continues_only_with_the_setting_it_was_started_with(tmp_path):
+    storage = storage_of(None, str(tmp_path))
+    open_study('s', storage, {'space': ['kd_lambda=log:10:200']}, optuna.pruners.NopPruner())
+    assert open_study('s', storage, {'space': ['kd_lambda=log:10:200']}, optuna.pruners.NopPruner())
+    with pytest.raises(UserError, match='study s was started with another space'):
+        open_study('s', storage, {'space': ['kd_lambda=log:1:20']}, optuna.pruners.NopPruner())
+
+
+def test_trial_lines_and_the_trial_table_say_what_happened(tmp_path):
+    study = optuna.create_study(direction='maximize')
+    distribution = {'kd_lambda': optuna.distributions.FloatDistribution(1, 100)}
+    for number, (state, value) in enumerate([(TrialState.COMPLETE, 0.4), (TrialState.COMPLETE, 0.6),
+                                             (TrialState.PRUNED, None), (TrialState.FAIL, None)]):
+        attrs = {'pruned_at': {'fold': None, 'epoch': 1, 'value': 0.2}} if state == TrialState.PRUNED else (
+            {'error': 'main.py exited 2: error: bad'} if state == TrialState.FAIL else
+            {'fold_values': [value], 'run_folders': [f'/runs/t{number}']})
+        study.add_trial(optuna.trial.create_trial(state=state, value=value, params={'kd_lambda': 10.0 * (number + 1)},
+                                                  distributions=distribution, user_attrs=attrs))
+    lines = [report.trial_line(study, trial, 'val_mAP@R') for trial in study.trials]
+    assert lines == ['trial 0 finished: val_mAP@R 0.4000 (best 0.6000, trial 1) | kd_lambda 10',
+                     'trial 1 finished: val_mAP@R 0.6000 (best 0.6000, trial 1) | kd_lambda 20',
+                     'trial 2 pruned after epoch 1: val_mAP@R 0.2000 (best 0.6000, trial 1) | kd_lambda 30',
+                     'trial 3 failed: main.py exited 2: error: bad | kd_lambda 40']
+    best, skipped = report.write_report(study, str(tmp_path), 'val_mAP@R')
+    assert best.number == 1 and skipped == {}
+    rows = (tmp_path / 'trials.csv').read_text().splitlines()
+    assert rows[0] == 'number,state,value,kd_lambda,fold_values,run_folders,started,finished,retry_of'
+    assert rows[2].startswith('1,finished,0.6,20.0,0.6,/runs/t1,')
+    assert json.loads((tmp_path / 'best.json').read_text())['params'] == {'kd_lambda': 20.0}
+    assert (tmp_path / 'optimization_history.png').read_bytes()[:4] == b'\x89PNG'
+    assert (tmp_path / 'param_importances.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def search(source, save_path, *extra, env=None):
+    """Hyperparameter_Search.py as a user runs it (a process of its own)."""
+    command = [sys.executable, os.path.join(ROOT, 'Hyperparameter_Search.py'), *base_flags(source, save_path),
+               '--space', 'kd_lambda=log:10:200', 'diffusion_w=0.5:0.999', *extra]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, 'WANDB_MODE': 'disabled', **(env or {})}, start_new_session=True)
+
+
+def finished(process, timeout=600):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return out
+
+
+def load(save_path, name='cub200_search'):
+    folder = save_path / 'search' / name
+    return folder, optuna.load_study(study_name=name, storage=storage_of(None, str(folder)))
+
+
+@pytest.mark.slow
+def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and_final_runs(source, tmp_path):
+    out = finished(search(source, tmp_path, '--n_trials', '2'))
+    folder, study = load(tmp_path)
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 2
+    assert out.count(' finished: val_mAP@R ') == 2 and 'best: trial' in out
+    for trial in study.trials:
+        (run_folder,) = trial.user_attrs['run_folders']
+        summary = read_summary(run_folder)
+        assert trial.value == max(entry['val_mAP@R'] for entry in summary['history']), 'the value is validation\'s'
+        assert all(not name.startswith(('e_recall', 'nmi', 'f1', 'mAP')) for entry in summary['history']
+                   for name in entry), 'no test metric is computed during the search'
+        assert 'testing' not in summary['sessions'][0]['split_sizes'], 'no test image is read'
+        assert summary['config']['kd_lambda'] == trial.params['kd_lambda']
+        assert summary['config']['group'] == 'cub200_search'
+    for name in ('trials.csv', 'best.json', 'optimization_history.png', 'param_importances.png'):
+        assert (folder / name).is_file(), name
+
+    out = finished(search(source, tmp_path, '--n_trials', '1', '--final_runs', '3'))
+    _, study = load(tmp_path)
+    assert len(study.trials) == 3 and 'study cub200_search (2 trials so far)' in out
+    best = max(study.trials, key=lambda trial: trial.value)
+    final = read_summary(folder / 'cub200' / 'cub200_search_final_s3')
+    assert final['config']['kd_lambda'] == best.params['kd_lambda'] and final['config']['seed'] == 3
+    assert not final['config']['use_tv_split'] and final['config']['cv_folds'] is None
+    assert ['e_recall@1' in entry for entry in final['history']] == [False, True], 'tested once, after the end'
+    table = (folder / 'final' / 'results.md').read_text()
+    assert 'cub200_search_final' in table and 'last epoch' in table
+
+
+@pytest.mark.slow
+def test_two_searches_at_once_share_one_study_without_losing_a_trial(source, tmp_path):
+    first, second = search(source, tmp_path, '--n_trials', '1'), search(source, tmp_path, '--n_trials', '1')
+    finished(first), finished(second)
+    _, study = load(tmp_path)
+    assert sorted(trial.number for trial in study.trials) == [0, 1]
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 2
+    folders = [trial.user_attrs['run_folders'][0] for trial in study.trials]
+    assert len(set(folders)) == 2 and all(os.path.isfile(os.path.join(path, 'summary.json')) for path in folders)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_does_not_block_the_study_its_trial_runs_again(source, tmp_path):
+    killed = search(source, tmp_path, '--n_trials', '1')
+    run_folder = tmp_path / 'search' / 'cub200_search' / 'cub200' / 'cub200_search_t0000'
+    deadline = time.monotonic() + 300
+    while not (run_folder / 'config.json').exists():
+        assert time.monotonic() < deadline and killed.poll() is None, killed.communicate()
+        time.sleep(0.5)
+    os.killpg(killed.pid, signal.SIGKILL)  # the worker and its run, as a node failure
+    killed.wait()
+    out = finished(search(source, tmp_path, '--n_trials', '1'))
+    assert 'trial 0 was left running by a worker that stopped: failed, its parameters queued again' in out
+    _, study = load(tmp_path)
+    (retried,) = [trial for trial in study.trials if trial.user_attrs.get('retry_of') == 0]
+    assert study.trials[0].state == TrialState.FAIL and retried.state == TrialState.COMPLETE
+    assert retried.params == study.trials[0].params
+
+
+def test_the_default_storage_is_a_journal_file_in_the_study_folder(tmp_path):
+    storage = storage_of(None, str(tmp_path))
+    open_study('s', storage, {}, optuna.pruners.NopPruner())
+    assert (tmp_path / JOURNAL_FILE).is_file()
+    assert optuna.load_study(study_name='s', storage=storage_of(None, str(tmp_path))).study_name == 's'
+    with pytest.raises(UserError, match='--storage nosuch://x: Optuna cannot open it'):
+        storage_of('nosuch://x', str(tmp_path))
+
+
+def test_module_entry_point_parses_its_own_flags_and_leaves_the_rest_to_main():
+    opt, rest = Hyperparameter_Search.build_parser().parse_known_args(
+        ['--space', 'lr=log:1e-6:1e-4', '--n_trials', '3', '--dataset', 'digits', '--n_epochs', '2'])
+    assert opt.space == ['lr=log:1e-6:1e-4'] and opt.n_trials == 3 and rest == ['--dataset', 'digits', '--n_epochs',
+                                                                                   '2']
+    assert Hyperparameter_Search.split_folds(['--dataset', 'x', '--cv_folds', '3']) == (['--dataset', 'x'], 3)
+    assert Hyperparameter_Search.split_folds(['--cv_folds=4', '--PSD']) == (['--PSD'], 4)
+
+
+def test_the_slurm_array_script_is_a_valid_search_command():
+    path = os.path.join(ROOT, 'Sample_Runs', 'slurm_search.sh')
+    assert subprocess.run(['bash', '-n', path]).returncode == 0
+    text = open(path).read().replace('\\\n', ' ')
+    (line,) = [line for line in text.splitlines() if line.startswith('python Hyperparameter_Search.py')]
+    arguments = shlex.split(line.replace('"$datapath', '"/data').replace('"$storage"', 'sqlite:///x.db'))[2:]
+    opt, base = Hyperparameter_Search.build_parser().parse_known_args(arguments)
+    base, folds = Hyperparameter_Search.split_folds(base)
+    assert folds == 4 and opt.storage == 'sqlite:///x.db' and opt.n_trials == 4
+    dimensions = parse_space(opt.space, ACTIONS, parameters.explicit_flags(parameters.build_parser(), base))
+    assert [dimension.flag for dimension in dimensions] == ['kd_lambda', 'diffusion_w', 'lr']
+    parameters.parse_args([*base, '--cv_folds', '4', '--cv_fold', '0', '--no_test_metrics'])

@@ -1,0 +1,96 @@
+"""The Optuna study of a search: its storage (a journal file in the study folder by default, any Optuna storage URL
+otherwise), the setting it was started with, and the trials of workers that stopped without a word."""
+import os
+import socket
+import time
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from plumbing.errors import UserError
+
+JOURNAL_FILE = 'optuna_journal.log'
+HEARTBEAT_S = 30
+"""How often a worker stamps its running trial."""
+
+
+def storage_of(url, folder):
+    """The Optuna storage: `url` as Optuna takes it (sqlite:///..., postgresql://...), or, without one, a journal
+    file in `folder` that the workers of one file system share (file locks, no server)."""
+    if not url:
+        return JournalStorage(JournalFileBackend(os.path.join(folder, JOURNAL_FILE)))
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as error:  # a URL Optuna cannot open: a driver missing, a server out of reach
+        raise UserError(f'--storage {url}: Optuna cannot open it ({type(error).__name__}: '
+                        f'{str(error).splitlines()[0][:200]})') from None
+
+
+def open_study(name, storage, setting, pruner):
+    """The study `name` (created, or continued where it exists) maximising the objective; a UserError where an
+    existing study was started with another `setting` (the base run, the space, the objective), whose trials
+    would not be comparable."""
+    study = optuna.create_study(study_name=name, storage=storage, direction='maximize', pruner=pruner,
+                                load_if_exists=True)
+    started_with = study.user_attrs.get('setting')
+    if started_with is None:
+        study.set_user_attr('setting', setting)
+    elif started_with != setting:
+        differing = sorted(key for key in set(setting) | set(started_with)
+                           if setting.get(key) != started_with.get(key))
+        raise UserError(f'study {name} was started with another {", ".join(differing)} ({started_with}); continue '
+                        f'it with the same command, or start a new one with another --study')
+    return study
+
+
+def worker_name():
+    """'host:pid' of this process, as its running trials record it."""
+    return f'{socket.gethostname()}:{os.getpid()}'
+
+
+def stamp(trial):
+    """Record that this worker runs `trial`, now (a running trial without fresh stamps is a stopped worker's)."""
+    trial.set_user_attr('worker', worker_name())
+    trial.set_user_attr('heartbeat', time.time())
+
+
+def is_stale(trial, stale_after_s, now=None):
+    """Whether a running trial's worker has stopped: a process of this host that no longer exists, or no stamp for
+    `stale_after_s` seconds (any host)."""
+    now = time.time() if now is None else now
+    host, _, pid = trial.user_attrs.get('worker', ':').rpartition(':')
+    if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not process_exists(int(pid)):
+        return True
+    heartbeat = trial.user_attrs.get('heartbeat', trial.datetime_start.timestamp() if trial.datetime_start else now)
+    return now - heartbeat > stale_after_s
+
+
+def process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_trials(study, storage, stale_after_s):
+    """Mark the running trials of stopped workers failed and queue their parameters again; returns their numbers.
+    Several workers may do this at once: the storage lets exactly one of them fail each trial."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get('worker') == worker_name() or not is_stale(trial, stale_after_s):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
+            continue
+        study.enqueue_trial(trial.params, user_attrs={'retry_of': trial.number}, skip_if_exists=False)
+        failed.append(trial.number)
+    return failed
