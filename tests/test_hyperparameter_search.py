@@ -311,3 +311,57 @@ def test_the_slurm_array_script_is_a_valid_search_command():
     dimensions = parse_space(opt.space, ACTIONS, parameters.explicit_flags(parameters.build_parser(), base))
     assert [dimension.flag for dimension in dimensions] == ['kd_lambda', 'diffusion_w', 'lr']
     parameters.parse_args([*base, '--cv_folds', '4', '--cv_fold', '0', '--no_test_metrics'])
+
+
+FAKE_MAIN = """
+import json, os, sys, time
+arguments = sys.argv[2:]  # sys.argv[1] is main.py, which this stand-in does not run
+value = lambda flag: arguments[arguments.index(flag) + 1]
+folder = os.path.join(value('--save_path'), value('--dataset'), value('--savename'))
+os.makedirs(folder)
+fold = int(value('--cv_fold')) if '--cv_fold' in arguments else 0
+history = []
+for epoch in range(int(value('--n_epochs'))):
+    history.append({'epoch': epoch, 'val_mAP@R': float(value('--kd_lambda')) / 100 + fold / 10 + epoch / 100})
+    with open(os.path.join(folder, 'summary.tmp'), 'w') as stream:
+        json.dump({'history': history}, stream)
+    os.replace(os.path.join(folder, 'summary.tmp'), os.path.join(folder, 'summary.json'))
+    time.sleep(1.2)
+"""
+
+
+def fake_trials(tmp_path, folds, **options):
+    launcher = tmp_path / 'fake_main.py'
+    launcher.write_text(FAKE_MAIN)
+    dimensions = parse_space(['kd_lambda=choice:10,50'], ACTIONS, set())
+    return Trials(study_name='s', base=['--dataset', 'cub200', '--n_epochs', '3'], dimensions=dimensions,
+                  metric='val_mAP@R', folds=folds, folder=str(tmp_path / 'study'), dataset='cub200',
+                  launcher=[sys.executable, str(launcher)], **options)
+
+
+@pytest.mark.slow
+def test_a_trial_is_the_mean_of_its_folds_best_values_and_each_epoch_reaches_the_pruner(tmp_path):
+    study = optuna.create_study(direction='maximize', pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({'kd_lambda': 50})
+    study.optimize(fake_trials(tmp_path, folds=2), n_trials=1)
+    (trial,) = study.trials
+    # Fold f's epochs give 0.5 + f / 10 + e / 100: the best is epoch 2 of each.
+    assert trial.user_attrs['fold_values'] == pytest.approx([0.52, 0.62])
+    assert trial.value == pytest.approx(0.57)
+    assert trial.intermediate_values == pytest.approx({0: 0.5, 1: 0.51, 2: 0.52, 1_000_000: 0.6, 1_000_001: 0.61,
+                                                       1_000_002: 0.62})
+    assert trial.user_attrs['run_folders'] == [str(tmp_path / 'study' / 'cub200' / f's_t0000_f{fold}')
+                                               for fold in (0, 1)]
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_stops_its_run_after_the_epoch_the_pruner_judged(tmp_path):
+    study = optuna.create_study(direction='maximize', pruner=optuna.pruners.ThresholdPruner(lower=0.3))
+    study.enqueue_trial({'kd_lambda': 10})  # 0.1 at epoch 0: below the threshold
+    study.optimize(fake_trials(tmp_path, folds=None), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED and trial.user_attrs['pruned_at'] == {'fold': None, 'epoch': 0,
+                                                                                  'value': 0.1}
+    history = json.loads((tmp_path / 'study' / 'cub200' / 's_t0000' / 'summary.json').read_text())['history']
+    assert len(history) < 3, 'the run was stopped, not left to finish'
+    assert report.trial_line(study, trial, 'val_mAP@R').startswith('trial 0 pruned after epoch 0: val_mAP@R 0.1000')
