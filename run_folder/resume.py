@@ -13,10 +13,15 @@ from engine.training import EpochProgress
 
 logger = logging.getLogger(__name__)
 
-# Flags that may differ from the resumed run's: where data and hardware are, and how long to go on.
-OVERRIDABLE = {'resume', 'dry_run', 'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online',
-               'skip_nonfinite', 'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout', 'compile',
-               'evaluate_every'}
+SESSION_FLAGS = {'resume', 'dry_run', 'wandb_key'}
+"""Flags of one session (one process), not of a run's configuration: a resume takes them as typed now and never
+compares them with the run's (--wandb_key is in no run's files at all: plain_config leaves it out). A SLURM requeue
+script passes the same command line again, --wandb_key included."""
+OVERRIDABLE = SESSION_FLAGS | {'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online', 'skip_nonfinite',
+                               'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout', 'compile',
+                               'evaluate_every'}
+"""Flags that may differ from the resumed run's: the session's own, where data and hardware are, how long to go
+on."""
 
 # What runs saved before a flag existed did; a flag missing here takes today's default.
 BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct', 'full_decode': True, 'pil_resampling': True}
@@ -73,7 +78,7 @@ def options_for_resume(checkpoint, opt, explicit, path):
             raise UserError(f'--{name} {getattr(opt, name)} differs from the resumed run ({config[name]}); resume '
                             f'without it, or start a new run')
     config.update({name: getattr(opt, name) for name in explicit & OVERRIDABLE})
-    config.update(resume=opt.resume, dry_run=opt.dry_run)
+    config.update({name: getattr(opt, name) for name in SESSION_FLAGS})
     done = checkpoint['training_state']['epoch']
     if config['n_epochs'] <= done and not checkpoint['training_state']['progress']['step']:
         raise UserError(f'{path}: the run already finished its {config["n_epochs"]} epochs; pass a larger --n_epochs '

@@ -172,6 +172,58 @@ def test_resume_refuses_a_changed_model_flag_and_a_finished_run(data, tmp_path):
     assert len(read_summary(folder)['history']) == 2
 
 
+WANDB_KEY = 'c0ffee00deadbeef0123456789abcdef01234567'
+
+
+def files_containing(folder, text):
+    """The files below `folder` whose bytes contain `text`."""
+    found = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), 'rb') as stream:
+                if text.encode() in stream.read():
+                    found.append(os.path.join(root, name))
+    return found
+
+
+@pytest.mark.slow
+def test_a_requeued_command_with_wandb_key_resumes_and_keeps_the_key_out(data, tmp_path, monkeypatch, capsys,
+                                                                          caplog):
+    """A SLURM requeue passes the same command again, --wandb_key included: the resume trains on (it used to stop
+    with KeyError: 'wandb_key'), and the key reaches no file of the run folder, the log or the terminal."""
+    import logging
+
+    monkeypatch.delenv('WANDB_API_KEY', raising=False)  # --wandb_key sets it; restored after the test
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+    caplog.set_level(logging.INFO)
+    first = tiny_run_flags(data, tmp_path, **{'--n_epochs': 1, '--log_online': None, '--wandb_key': WANDB_KEY})
+    assert run_main(*first) == 0
+    folder = tmp_path / 'cub200' / 'tiny'
+    assert run_main('--resume', folder, '--wandb_key', WANDB_KEY, '--log_online', '--n_epochs', 2) == 0
+    summary = read_summary(folder)
+    assert [entry['epoch'] for entry in summary['history']] == [0, 1] and len(summary['sessions']) == 2
+    assert 'wandb_key' not in summary['config']
+    assert files_containing(folder, WANDB_KEY) == []
+    captured = capsys.readouterr()
+    assert WANDB_KEY not in captured.out + captured.err
+    assert not any(WANDB_KEY in record.getMessage() for record in caplog.records)
+
+
+def test_session_flags_are_never_compared_with_the_resumed_run():
+    import parameters
+    from run_folder.resume import OVERRIDABLE, SESSION_FLAGS, options_for_resume
+    from run_folder.checkpoint import plain_config
+
+    assert SESSION_FLAGS == {'resume', 'dry_run', 'wandb_key'} and SESSION_FLAGS <= OVERRIDABLE
+    parser = parameters.build_parser()
+    config = plain_config(parser.parse_args(['--n_epochs', '3', '--wandb_key', WANDB_KEY]))
+    assert 'wandb_key' not in config
+    argv = ['--resume', 'run', '--n_epochs', '5', '--wandb_key', WANDB_KEY]
+    resumed = options_for_resume(resumable(config), parser.parse_args(argv), parameters.explicit_flags(parser, argv),
+                                 'run/last.pth')
+    assert (resumed.wandb_key, resumed.resume, resumed.n_epochs) == (WANDB_KEY, 'run', 5)
+
+
 def resumable(config):
     return {'config': config, 'training_state': {'epoch': 1, 'progress': {'step': 0}}}
 
