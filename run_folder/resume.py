@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from criteria.obd_sd import distillation_weight
 from run_folder.checkpoint import save_checkpoint
 from plumbing.errors import UserError
 from plumbing.runtime import rng_states, set_rng_states
@@ -84,3 +85,16 @@ def options_for_resume(checkpoint, opt, explicit, path):
         raise UserError(f'{path}: the run already finished its {config["n_epochs"]} epochs; pass a larger --n_epochs '
                         f'to train on')
     return argparse.Namespace(**config)
+
+
+def distillation_weight_change(checkpoint, opt):
+    """The warning for a resume whose --n_epochs differs from the run's with PSD on, else None: the distillation
+    weight (e/E)·λ·τ² grows with e/E, so another E changes it from the resume epoch on."""
+    before = checkpoint['config']['n_epochs']
+    if not opt.PSD or not opt.kd_lambda or opt.n_epochs == before:
+        return None
+    epoch = max(checkpoint['training_state']['epoch'], 1)  # epoch 0 has weight 0 either way
+    old, new = (distillation_weight(epoch, n_epochs, opt.kd_lambda, opt.kd_tau) for n_epochs in (before, opt.n_epochs))
+    return (f'--n_epochs {opt.n_epochs} instead of the run\'s {before} changes the distillation weight '
+            f'(e/E)·λ·τ² from here on: {new:g} instead of {old:g} at epoch {epoch}, growing by {new / epoch:g} '
+            f'instead of {old / epoch:g} an epoch')

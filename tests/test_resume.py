@@ -207,6 +207,31 @@ def test_a_requeued_command_with_wandb_key_resumes_and_keeps_the_key_out(data, t
     captured = capsys.readouterr()
     assert WANDB_KEY not in captured.out + captured.err
     assert not any(WANDB_KEY in record.getMessage() for record in caplog.records)
+    log = (folder / 'log.txt').read_text()
+    change = [line.split(' WARNING ', 1)[1] for line in log.splitlines() if 'changes the distillation weight' in line]
+    assert change == ["--n_epochs 2 instead of the run's 1 changes the distillation weight (e/E)·λ·τ² from here on: "
+                      "5 instead of 10 at epoch 1, growing by 5 instead of 10 an epoch"], 'one warning'
+
+
+@pytest.mark.parametrize('psd, n_epochs, epoch, expected', [
+    (True, 150, 100, None),  # the same --n_epochs: the same weights
+    (False, 200, 100, None),  # no distillation term
+    (True, 200, 100, '150 instead of 200 at epoch 100, growing by 1.5 instead of 2 an epoch'),
+    (True, 300, 0, '1 instead of 2 at epoch 1'),  # epoch 0 has weight 0 either way: the next epoch's
+])
+def test_another_n_epochs_on_resume_names_the_old_and_new_distillation_weight(psd, n_epochs, epoch, expected):
+    import argparse
+
+    from run_folder.resume import distillation_weight_change
+
+    checkpoint = {'config': {'n_epochs': 150}, 'training_state': {'epoch': epoch}}
+    opt = argparse.Namespace(PSD=psd, kd_lambda=300.0, kd_tau=1.0, n_epochs=n_epochs)
+    change = distillation_weight_change(checkpoint, opt)
+    if expected is None:
+        assert change is None
+    else:
+        assert change.startswith(f"--n_epochs {n_epochs} instead of the run's 150 changes the distillation weight")
+        assert expected in change and '\n' not in change
 
 
 def test_session_flags_are_never_compared_with_the_resumed_run():
