@@ -18,7 +18,8 @@ import evaluation
 import parameters
 from engine.optimization import build_optimizer, build_scheduler
 from engine.teacher import make_teacher, refresh_teacher
-from engine.training import EpochProgress, NonFiniteLoss, train_one_epoch, training_loader
+from engine.training import (EpochProgress, NonFiniteLoss, check_deterministic_backward, train_one_epoch,
+                             training_loader)
 from evaluation.evaluator import Evaluator
 from plumbing import distributed
 from plumbing.errors import UserError, exit_code
@@ -66,6 +67,8 @@ def main(argv=None):
                                        device=device)
 
     model = architectures.select(opt.arch, opt, load_pretrained=resumed is None).to(device)
+    if opt.deterministic and device.type == 'cuda':  # on CUDA, ops without a deterministic kernel raise in backward
+        check_deterministic_backward(model, device, opt.image_size, amp=opt.amp, channels_last=opt.amp)
     network = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
     teacher = make_teacher(model)
     if opt.compile:
