@@ -116,3 +116,22 @@ def test_faiss_kmeans_without_a_faiss_gpu_stays_on_the_cpu(monkeypatch):
     faiss_gpu = FakeFaissGpu(monkeypatch, device=0, count=0)
     clustering.kmeans_assignment(clustered_features(), 5, use_gpu=True)
     assert faiss_gpu.placed == []
+
+
+def test_the_gpu_checks_script_reports_pass_skip_and_fail_per_check(monkeypatch, capsys):
+    """benchmarks/cuda_paths.py (gpu_check.sh's first step) on the CPU: what can run passes, what needs CUDA is
+    skipped, and a failing check is one FAIL line and exit status 1 while the others still run."""
+    from benchmarks import cuda_paths
+
+    assert cuda_paths.main(['--cpu', '--only', 'deterministic_networks', 'rng_this_device', 'faiss_this_device']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(':')[0] for line in lines] == ['PASS deterministic_networks', 'SKIP rng_this_device',
+                                                      'SKIP faiss_this_device', 'cuda paths on cpu']
+
+    def broken(device, quick):
+        raise RuntimeError('adaptive_max_pool2d_backward_cuda does not have a deterministic implementation')
+    monkeypatch.setitem(cuda_paths.CHECKS, 'deterministic_probe', broken)
+    assert cuda_paths.main(['--cpu', '--only', 'deterministic_probe', 'rng_this_device']) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith('FAIL deterministic_probe: RuntimeError: adaptive_max_pool2d_backward_cuda')
+    assert lines[1].startswith('SKIP rng_this_device') and lines[2] == 'cuda paths on cpu: 1 failed'
