@@ -21,7 +21,8 @@ FLUSH_INTERVAL_S = 1.0
 
 
 def training_loader(dataset, batch_sampler, workers, device):
-    """The loader of the training batches that `batch_sampler` draws."""
+    """The loader of the training batches that `batch_sampler` draws; its `workers` processes are started once and
+    kept from epoch to epoch (persistent_workers), unlike the evaluation loaders' (evaluation.evaluator)."""
     # A private generator keeps the global torch RNG untouched by loader iteration (bit-exact resume).
     return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
                                        pin_memory=device.type == 'cuda', persistent_workers=workers > 0,
