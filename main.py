@@ -18,7 +18,8 @@ import evaluation
 import parameters
 from engine.optimization import build_optimizer, build_scheduler
 from engine.teacher import make_teacher, refresh_teacher
-from engine.training import EpochProgress, NonFiniteLoss, train_one_epoch, training_loader
+from engine.training import (EpochProgress, NonFiniteLoss, check_deterministic_backward, train_one_epoch,
+                             training_loader)
 from evaluation.evaluator import Evaluator
 from plumbing import distributed
 from plumbing.errors import UserError, exit_code
@@ -34,7 +35,7 @@ from run_folder.folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint
                                resume_checkpoint)
 from run_folder.lock import claim_run_folder
 from run_folder.record import applied_defaults_line, describe_run, record_start
-from run_folder.resume import TrainingState, options_for_resume
+from run_folder.resume import TrainingState, distillation_weight_change, options_for_resume
 from run_folder.summary import COLLAPSED, RunSummary
 
 logger = logging.getLogger('main')
@@ -65,6 +66,8 @@ def main(argv=None):
                   for prefix, parts in splits.items() if parts}
 
     model = architectures.select(opt.arch, opt, load_pretrained=resumed is None).to(device)
+    if opt.deterministic and device.type == 'cuda':  # on CUDA, ops without a deterministic kernel raise in backward
+        check_deterministic_backward(model, device, opt.image_size, amp=opt.amp, channels_last=opt.amp)
     network = distributed.wrap(model, device)  # DDP under torchrun, else the model itself
     teacher = make_teacher(model)
     if opt.compile:
@@ -92,6 +95,9 @@ def main(argv=None):
     if resumed:
         start_epoch, progress, online_id = run.restore(resumed)
         logger.info('resuming %s at epoch %d, step %d', folder, start_epoch, progress.step)
+        change = distillation_weight_change(resumed, opt)
+        if change and distributed.is_main():
+            logger.warning(change)
     run.summary.sessions.append(session)
     online = OnlineLog(opt.log_online and distributed.is_main(), opt.project, opt.group, os.path.basename(folder),
                        run.summary.config, folder, run_id=resumed and online_id,

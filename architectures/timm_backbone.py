@@ -4,11 +4,13 @@ The embedding is timm's pooled pre-logits features (`forward_features`, then `fo
 class token of a ViT, the class and distillation tokens averaged for a distilled DeiT, the pooled map of a CNN), then
 `model.last_linear` to embed_dim. Patch models are built at --image_size (`img_size`), so their position embeddings
 fit it; timm resamples pretrained position embeddings of another size as it loads them.
-Weights: timm's download (Hugging Face Hub or the model's URL), or --pretrained_path: a state dict read here without
+Weights: timm's download (Hugging Face Hub or the model's URL; read offline where a local cache holds them, and not
+tried where their host does not answer a few seconds' probe), or --pretrained_path: a state dict read here without
 unpickling code, handed to timm's loader so that the model's key filter, classifier removal and position-embedding
 resampling apply and every other tensor must fit (strict); a JAX .npz goes to the model's own .npz loader.
 Input mean and std are the pretrained config's (ImageNet's for DINO, 0.5 for augreg ViTs).
 """
+import contextlib
 import difflib
 import functools
 import os
@@ -16,6 +18,7 @@ import os
 import torch
 import torch.nn as nn
 
+from architectures import weights
 from architectures.embedding_net import EmbeddingNet
 from architectures.weights import read_weights_file
 from plumbing.errors import UserError
@@ -114,14 +117,77 @@ def reason(error):
     return f'{type(error).__name__}: {text[:200]}' if text else type(error).__name__
 
 
-def weights_unavailable(name, error):
+def weights_unavailable(name, why):
+    """The one-line error for pretrained weights of `name` that cannot be had (`why`: a short phrase)."""
     from huggingface_hub.constants import HF_HUB_CACHE
 
     return UserError(
-        f'cannot get the pretrained weights of {name} ({reason(error)}); timm downloads them from the Hugging Face Hub '
+        f'cannot get the pretrained weights of {name} ({why}); timm downloads them from the Hugging Face Hub '
         f'(cache {HF_HUB_CACHE}, set by HF_HOME) or from their URL (cache {torch.hub.get_dir()}/checkpoints, set by '
         f'TORCH_HOME): put them there, or pass --pretrained_path FILE (.pth, .bin, .safetensors or .npz, e.g. '
         f'DINO\'s dino_deitsmall16_pretrain.pth), or train from scratch with --not_pretrained')
+
+
+def pretrained_source(name):
+    """Where timm takes the pretrained weights of `name` from, as timm resolves it: ('hf-hub', (repo id, revision,
+    the file names it tries in turn)), ('url', url), or another kind of timm's with its location."""
+    from timm.models import get_pretrained_cfg
+    from timm.models._builder import _resolve_pretrained_source
+    from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives, hf_split
+
+    kind, location = _resolve_pretrained_source(get_pretrained_cfg(name).to_dict())
+    if kind == 'hf-hub':
+        model_id, filename = location if isinstance(location, (list, tuple)) else (location, HF_WEIGHTS_NAME)
+        repo, revision = hf_split(model_id)
+        names = [filename] if filename.endswith('.safetensors') else [*_get_safe_alternatives(filename), filename]
+        return kind, (repo, revision, names)
+    return kind, location
+
+
+def hub_cached(repo, revision, names):
+    """Whether the Hugging Face cache holds one of the files `names` of `repo` at `revision` (nothing is fetched)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo, filename, revision=revision), str) for filename in names)
+
+
+@contextlib.contextmanager
+def hub_offline():
+    """Hugging Face Hub offline mode (HF_HUB_OFFLINE) inside: hf_hub_download returns cached files, asking nothing."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+@contextlib.contextmanager
+def weights_access(name):
+    """Around timm's loading of the pretrained weights of `name`: offline where a local cache holds them (the
+    network is never touched), as timm does where their host answers the probe, else a UserError at once (instead
+    of the hub's minute of retries)."""
+    from huggingface_hub import constants
+
+    try:
+        kind, location = pretrained_source(name)
+    except Exception:  # a timm that resolves its sources otherwise: its own loading decides
+        kind, location = None, None
+    why = where = ''
+    if kind == 'hf-hub':
+        if hub_cached(*location):
+            with hub_offline():
+                yield
+            return
+        if not constants.HF_HUB_OFFLINE:  # in offline mode the hub itself fails at once
+            why, where = weights.unreachable(constants.ENDPOINT), 'the Hugging Face cache'
+    elif kind == 'url' and not os.path.isfile(weights.torch_hub_file(location)):
+        why, where = weights.unreachable(location), 'the torch hub cache'
+    if why:
+        raise weights_unavailable(name, f'not in {where}, and {why}')
+    yield
 
 
 def file_overlay(name, path):
@@ -152,9 +218,12 @@ def create_backbone(name, image_size, pretrained, pretrained_path=None):
         return create(name, image_size)
     if pretrained_path is None:
         try:
-            return create(name, image_size, pretrained=True)
+            with weights_access(name):
+                return create(name, image_size, pretrained=True)
+        except UserError:
+            raise
         except Exception as error:
-            raise weights_unavailable(name, error) from None
+            raise weights_unavailable(name, reason(error)) from None
     overlay = file_overlay(name, pretrained_path)
     try:
         backbone = create(name, image_size, pretrained=True, pretrained_cfg_overlay=overlay)

@@ -1,7 +1,21 @@
-"""ImageNet weights for the backbones: torchvision's cache/download, or an offline file (--pretrained_path)."""
+"""ImageNet weights for the backbones: torchvision's cache/download, or an offline file (--pretrained_path).
+
+A download is tried only where the weights are in no local cache and the host that serves them answers a short
+connection probe (PROBE_TIMEOUT_S): offline, the run stops in one line within seconds instead of after a minute of
+the hub's retries (or a download without timeout that waits for ever).
+"""
+import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
+
 import torch
 
 from plumbing.errors import UserError
+
+PROBE_TIMEOUT_S = 3.0
+"""How long the probe waits for a TCP connection to a weights host (name lookup included)."""
 
 BNINCEPTION_URL = 'http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth'
 
@@ -35,12 +49,49 @@ def load_weights_file(path):
     return state.get('state_dict', state)
 
 
+def unreachable(url, timeout=PROBE_TIMEOUT_S):
+    """'' where a TCP connection to the host of `url` (or to the proxy that the environment names for it) opens
+    within `timeout` seconds, name lookup included (nothing is sent); else why not, a phrase for a one-line
+    message."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == 'https' else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy = urllib.parse.urlsplit(proxy if '://' in proxy else f'http://{proxy}')
+        host, port = proxy.hostname, proxy.port or (443 if proxy.scheme == 'https' else 80)
+    failures = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except (OSError, ValueError) as error:
+            failures.append(getattr(error, 'strerror', None) or str(error) or type(error).__name__)
+
+    probe = threading.Thread(target=connect, daemon=True)  # a name lookup may outlast the socket's timeout
+    probe.start()
+    probe.join(timeout)
+    if probe.is_alive():
+        return f'{host} gives no answer within {timeout:g} s'
+    return f'{host} cannot be reached: {failures[0]}' if failures else ''
+
+
+def torch_hub_file(url):
+    """Where torch hub's load_state_dict_from_url keeps the download of `url` (its checkpoints folder)."""
+    return os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(urllib.parse.urlparse(url).path))
+
+
 def download_state_dict(url):
-    """torch hub's cached download; offline, a UserError naming the ways out."""
+    """torch hub's cached download: the cached file without the network; else a download where the host answers
+    the probe; else (or where the download fails) a UserError naming the ways out."""
+    name = url.rsplit('/', 1)[-1]
+    if not os.path.isfile(torch_hub_file(url)):
+        why = unreachable(url)
+        if why:
+            raise unavailable(name, f'not in the cache, and {why}')
     try:
         return torch.hub.load_state_dict_from_url(url, map_location='cpu', weights_only=True)
     except Exception as error:
-        raise unavailable(url.rsplit('/', 1)[-1], type(error).__name__) from None
+        raise unavailable(name, type(error).__name__) from None
 
 
 def imagenet_state_dict(weights, pretrained_path=None, rename=None):

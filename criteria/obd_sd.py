@@ -27,6 +27,11 @@ def distillation_loss(student, targets, tau):
     return F.kl_div(log_student, targets, reduction='batchmean')
 
 
+def distillation_weight(epoch, n_epochs, kd_lambda, kd_tau):
+    """The weight of the distillation term at `epoch`: (epoch / n_epochs) * kd_lambda * kd_tau²."""
+    return epoch / n_epochs * kd_lambda * kd_tau ** 2
+
+
 class ObdSdLoss(Criterion):
     """L = L_rank + (epoch / n_epochs) * kd_lambda * kd_tau² * L_kd around any ranking loss.
 
@@ -57,9 +62,7 @@ class ObdSdLoss(Criterion):
 
     def kd_weight(self, epoch):
         """(epoch / n_epochs) * kd_lambda * kd_tau², or 0 without PSD."""
-        if not self.psd:
-            return 0.0
-        return epoch / self.n_epochs * self.kd_lambda * self.kd_tau ** 2
+        return distillation_weight(epoch, self.n_epochs, self.kd_lambda, self.kd_tau) if self.psd else 0.0
 
     def needs_teacher(self, epoch):
         """Whether forward at this epoch uses teacher embeddings (not in epoch 0)."""

@@ -1,6 +1,8 @@
 """One training epoch: student forward, teacher forward when the distillation term is on, loss, step; and the
 loader of its batches."""
+import copy
 import logging
+import re
 import time
 from dataclasses import dataclass, asdict
 
@@ -9,6 +11,7 @@ from tqdm import tqdm
 
 from datasets.transforms import normalisation_of, to_network_input
 from plumbing import distributed
+from plumbing.errors import UserError
 from plumbing.stop_signals import ignore_stop_signals
 
 logger = logging.getLogger(__name__)
@@ -18,11 +21,45 @@ FLUSH_INTERVAL_S = 1.0
 
 
 def training_loader(dataset, batch_sampler, workers, device):
-    """The loader of the training batches that `batch_sampler` draws."""
+    """The loader of the training batches that `batch_sampler` draws; its `workers` processes are started once and
+    kept from epoch to epoch (persistent_workers), unlike the evaluation loaders' (evaluation.evaluator)."""
     # A private generator keeps the global torch RNG untouched by loader iteration (bit-exact resume).
     return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
                                        pin_memory=device.type == 'cuda', persistent_workers=workers > 0,
                                        worker_init_fn=ignore_stop_signals, generator=torch.Generator())
+
+
+NO_DETERMINISTIC_KERNEL = re.compile(r'(\S+) does not have a deterministic implementation')
+"""torch's RuntimeError for an op that torch.use_deterministic_algorithms(True) refuses, and the op it names."""
+
+
+def check_deterministic_backward(model, device, image_size, amp=False, channels_last=False):
+    """With deterministic algorithms on (--deterministic), one forward and backward pass of a copy of `model` on 2
+    random images as training runs them, so that an op without a deterministic kernel (on CUDA torch raises at its
+    first backward pass, e.g. adaptive_max_pool2d's) stops the run before it starts, in one line naming the op.
+    `model`, its BatchNorm statistics, its gradients and every random generator are left as they were."""
+    if not torch.are_deterministic_algorithms_enabled():
+        return
+    probe = copy.deepcopy(model).train()
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == 'cuda' else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            images = torch.randn(2, 3, image_size, image_size, device=device)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                embeddings = probe(images)
+            embeddings.float().sum().backward()
+    except RuntimeError as error:
+        found = NO_DETERMINISTIC_KERNEL.search(str(error))
+        if not found:
+            raise
+        arch = getattr(model, 'arch', type(model).__name__)
+        raise UserError(f'--deterministic cannot train --arch {arch} on {device.type}: torch has no deterministic '
+                        f'implementation of {found.group(1)}, one of its backward ops (torch.use_deterministic_'
+                        f'algorithms raises there); drop --deterministic, or choose another --arch') from None
+    finally:
+        del probe
 
 
 class NonFiniteLoss(Exception):

@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import faiss
 import numpy as np
+import torch
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import pair_confusion_matrix
 
@@ -24,11 +25,23 @@ def kmeans_assignment(features, n_clusters, *, seed=0, use_gpu=False, n_iteratio
         _warn_no_faiss_gpu()
     features = np.ascontiguousarray(features, dtype=np.float32)
     # min_points_per_centroid=1 only silences faiss's warning for SOP's ~5 samples per class.
-    kmeans = faiss.Kmeans(features.shape[1], n_clusters, niter=n_iterations, seed=seed, gpu=gpu,
+    kmeans = faiss.Kmeans(features.shape[1], n_clusters, niter=n_iterations, seed=seed, gpu=False,
                           min_points_per_centroid=1)
+    resources = None
+    if gpu:
+        # faiss.Kmeans(gpu=True) would spread its index over every visible GPU (gpu=N: over GPUs 0..N-1): this
+        # process's own device alone does it, with the same flat L2 index that Kmeans builds.
+        resources = faiss.StandardGpuResources()
+        kmeans.index = faiss.index_cpu_to_gpu(resources, current_cuda_device(), faiss.IndexFlatL2(features.shape[1]))
     kmeans.train(features)
     _, assignment = kmeans.index.search(features, 1)
+    del kmeans, resources  # the index before the GPU resources it uses
     return assignment[:, 0].astype(np.int64)
+
+
+def current_cuda_device():
+    """The CUDA device index of this process (under torchrun its LOCAL_RANK's; else --gpu's), 0 without torch CUDA."""
+    return torch.cuda.current_device() if torch.cuda.is_available() else 0
 
 
 def nmi(labels, assignment):

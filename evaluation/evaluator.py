@@ -11,11 +11,16 @@ from plumbing.stop_signals import ignore_stop_signals
 
 
 def evaluation_loader(dataset, batch_size, workers, device):
-    """`dataset` in order, `batch_size` at a time; under torchrun this rank's shard of it."""
+    """`dataset` in order, `batch_size` at a time; under torchrun this rank's shard of it.
+
+    Its `workers` processes live for one pass only: kept between evaluations (persistent_workers), the workers of
+    each evaluated split (test, or query and gallery, and validation) would hold their memory through every epoch's
+    training, beside the training loader's, which are kept (engine.training.training_loader).
+    """
     shard = distributed.ShardSampler(len(dataset), distributed.world_size(), distributed.rank())
     # A private generator keeps the global torch RNG untouched by loader iteration (bit-exact resume).
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=workers,
-                                       pin_memory=device.type == 'cuda', persistent_workers=workers > 0,
+                                       pin_memory=device.type == 'cuda', persistent_workers=False,
                                        worker_init_fn=ignore_stop_signals, generator=torch.Generator())
 
 

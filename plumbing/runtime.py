@@ -40,7 +40,9 @@ def seed_everything(seed, deterministic=False):
 
 
 def rng_states():
-    """Python, numpy and torch (CPU and CUDA) generator states, as tensors and plain values."""
+    """Python, numpy and torch generator states, as tensors and plain values: the CPU's, and on CUDA this process's
+    own device's (`cuda`; all processes of a torchrun run draw alike there, and reading every GPU's state would make
+    this process create a context on each GPU of the node)."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     states = {
         'python': random.getstate(),
@@ -49,7 +51,7 @@ def rng_states():
         'torch': torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        states['cuda'] = torch.cuda.get_rng_state_all()
+        states['cuda'] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return states
 
 
@@ -59,8 +61,22 @@ def set_rng_states(states):
     np.random.set_state((numpy_state['kind'], numpy_state['keys'].numpy().astype(np.uint32),
                          numpy_state['position'], numpy_state['has_gauss'], numpy_state['cached']))
     torch.set_rng_state(states['torch'])
-    if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states['cuda'])
+    if states.get('cuda') is not None and torch.cuda.is_available():
+        set_cuda_rng_state(states['cuda'])
+
+
+def set_cuda_rng_state(state):
+    """Restore this process's CUDA device's generator from `state`: one device's state, or the list of every
+    visible device's that checkpoints of older versions hold (its entry for this device, where it has one: a
+    checkpoint from a machine with more GPUs resumes on one with fewer)."""
+    device = torch.cuda.current_device()
+    if isinstance(state, (list, tuple)):
+        if device >= len(state):
+            logger.warning('the checkpoint holds the CUDA random states of %d device(s), none for cuda:%d: its '
+                           'generator starts from the seed', len(state), device)
+            return
+        state = state[device]
+    torch.cuda.set_rng_state(state, device)
 
 
 def to_tuples(value):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from criteria.obd_sd import distillation_weight
 from run_folder.checkpoint import save_checkpoint
 from plumbing.errors import UserError
 from plumbing.runtime import rng_states, set_rng_states
@@ -13,10 +14,15 @@ from engine.training import EpochProgress
 
 logger = logging.getLogger(__name__)
 
-# Flags that may differ from the resumed run's: where data and hardware are, and how long to go on.
-OVERRIDABLE = {'resume', 'dry_run', 'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online',
-               'skip_nonfinite', 'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout', 'compile',
-               'evaluate_every'}
+SESSION_FLAGS = {'resume', 'dry_run', 'wandb_key'}
+"""Flags of one session (one process), not of a run's configuration: a resume takes them as typed now and never
+compares them with the run's (--wandb_key is in no run's files at all: plain_config leaves it out). A SLURM requeue
+script passes the same command line again, --wandb_key included."""
+OVERRIDABLE = SESSION_FLAGS | {'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online', 'skip_nonfinite',
+                               'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout', 'compile',
+                               'evaluate_every'}
+"""Flags that may differ from the resumed run's: the session's own, where data and hardware are, how long to go
+on."""
 
 # What runs saved before a flag existed did; a flag missing here takes today's default.
 BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct', 'full_decode': True, 'pil_resampling': True}
@@ -73,9 +79,22 @@ def options_for_resume(checkpoint, opt, explicit, path):
             raise UserError(f'--{name} {getattr(opt, name)} differs from the resumed run ({config[name]}); resume '
                             f'without it, or start a new run')
     config.update({name: getattr(opt, name) for name in explicit & OVERRIDABLE})
-    config.update(resume=opt.resume, dry_run=opt.dry_run)
+    config.update({name: getattr(opt, name) for name in SESSION_FLAGS})
     done = checkpoint['training_state']['epoch']
     if config['n_epochs'] <= done and not checkpoint['training_state']['progress']['step']:
         raise UserError(f'{path}: the run already finished its {config["n_epochs"]} epochs; pass a larger --n_epochs '
                         f'to train on')
     return argparse.Namespace(**config)
+
+
+def distillation_weight_change(checkpoint, opt):
+    """The warning for a resume whose --n_epochs differs from the run's with PSD on, else None: the distillation
+    weight (e/E)·λ·τ² grows with e/E, so another E changes it from the resume epoch on."""
+    before = checkpoint['config']['n_epochs']
+    if not opt.PSD or not opt.kd_lambda or opt.n_epochs == before:
+        return None
+    epoch = max(checkpoint['training_state']['epoch'], 1)  # epoch 0 has weight 0 either way
+    old, new = (distillation_weight(epoch, n_epochs, opt.kd_lambda, opt.kd_tau) for n_epochs in (before, opt.n_epochs))
+    return (f'--n_epochs {opt.n_epochs} instead of the run\'s {before} changes the distillation weight '
+            f'(e/E)·λ·τ² from here on: {new:g} instead of {old:g} at epoch {epoch}, growing by {new / epoch:g} '
+            f'instead of {old / epoch:g} an epoch')

@@ -1,5 +1,5 @@
-"""Shared fixtures: tiny image folders in the layouts of CUB200, CARS196 and Stanford Online Products, and a
-pickle that runs code when loaded.
+"""Shared fixtures: tiny image folders in the layouts of CUB200, CARS196 and Stanford Online Products, a
+pickle that runs code when loaded, and no network for pretrained weights.
 
 Each `make_*` fixture is a factory: every call writes a fresh dataset folder named after the
 dataset (`.../cub200`, `.../cars196`, `.../online_products`) in its own temporary parent and
@@ -22,6 +22,16 @@ CAR_NAMES = ('Audi R8 Coupe 2012', 'AM General Hummer SUV 2000', 'Bentley Arnage
              'Acura RL Sedan 2012', 'BMW 1 Series Convertible 2012', 'Aston Martin V8 Vantage Convertible 2012',
              'Dodge Caliber Wagon 2012', 'Chevrolet Camaro Convertible 2012')
 SOP_CATEGORIES = ('bicycle', 'cabinet', 'chair', 'coffee_maker')
+
+
+@pytest.fixture(autouse=True)
+def no_weights_host(monkeypatch):
+    """Every weights host is unreachable, without a probe ever leaving the machine: a test that needs pretrained
+    weights gets them from a file or a cache it writes, or the one-line error of a node without network."""
+    def unreachable(url, timeout=None):
+        from urllib.parse import urlsplit
+        return f'{urlsplit(url).hostname} cannot be reached: no network in the tests'
+    monkeypatch.setattr('architectures.weights.unreachable', unreachable)
 
 
 def class_names(names, n_classes):

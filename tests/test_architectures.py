@@ -1,4 +1,5 @@
 import argparse
+import contextlib
 
 import pytest
 import torch
@@ -122,3 +123,62 @@ def test_authors_checkpoint_gives_the_authors_embeddings(tmp_path, arch):
     with torch.no_grad():
         embeddings = model.eval()(fixed_input())
     assert torch.allclose(embeddings, torch.tensor(expected_embeddings()[arch]), atol=1e-4)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms():
+    """torch.use_deterministic_algorithms(True) (as --deterministic sets it) inside, as it was outside."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def refuse_adaptive_max_pool(*args, **kwargs):
+    raise AssertionError('adaptive_max_pool2d called under deterministic mode (no deterministic CUDA backward)')
+
+
+def test_global_max_pool_under_deterministic_mode_is_amax_with_the_same_values_and_gradients(monkeypatch):
+    from architectures import embedding_net
+
+    torch.manual_seed(0)
+    features = torch.randn(3, 8, 7, 7)  # float draws: every maximum is unique
+    weights = torch.randn(3, 8, 1, 1)
+    reference = features.clone().requires_grad_()
+    expected = torch.nn.functional.adaptive_max_pool2d(reference, 1)
+    expected.mul(weights).sum().backward()
+    with monkeypatch.context() as patch, deterministic_algorithms():
+        patch.setattr(embedding_net.F, 'adaptive_max_pool2d', refuse_adaptive_max_pool)
+        candidate = features.clone().requires_grad_()
+        pooled = embedding_net.global_max_pool(candidate)
+        pooled.mul(weights).sum().backward()
+    assert torch.equal(pooled, expected) and torch.equal(candidate.grad, reference.grad)
+    assert type(pooled.grad_fn).__name__ == 'AmaxBackward0'
+    by_default = embedding_net.global_max_pool(features.clone().requires_grad_())
+    assert type(by_default.grad_fn).__name__ == 'AdaptiveMaxPool2DBackward0', 'the authors\' op by default'
+
+
+def test_a_double_network_trains_alike_under_deterministic_mode_without_adaptive_max_pool(monkeypatch):
+    """Embeddings and every parameter's gradient as with the authors' adaptive_max_pool2d (bit for bit: the ties of
+    the ReLU map are zeros, whose gradient the ReLU drops either way), and adaptive_max_pool2d is never called."""
+    from architectures import embedding_net
+
+    torch.manual_seed(1)
+    network = small('resnet18_double_normalize').train()  # BatchNorm trains: batch statistics in the backward too
+    images = torch.randn(4, 3, 64, 64)  # a 2 x 2 map to pool
+
+    def embeddings_and_gradients():
+        network.zero_grad(set_to_none=True)
+        embeddings = network(images)
+        embeddings.pow(2).mul(torch.arange(16.0)).sum().backward()
+        return embeddings.detach(), {name: p.grad.clone() for name, p in network.named_parameters()}
+
+    expected, expected_gradients = embeddings_and_gradients()
+    with monkeypatch.context() as patch, deterministic_algorithms():
+        patch.setattr(embedding_net.F, 'adaptive_max_pool2d', refuse_adaptive_max_pool)
+        got, gradients = embeddings_and_gradients()
+    assert torch.equal(got, expected)
+    for name, gradient in expected_gradients.items():
+        assert torch.equal(gradients[name], gradient), name

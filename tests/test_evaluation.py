@@ -303,3 +303,40 @@ def test_training_evaluation_passes_amp_on(monkeypatch, amp):
     evaluator = Evaluator({'testing': [0] * 4}, batch_size=2, workers=0, device=torch.device('cpu'))
     main.evaluate(torch.nn.Identity(), {'': evaluator, 'val_': evaluator}, opt)
     assert calls == [amp, amp]
+
+
+class TinyImages(torch.utils.data.Dataset):
+    """12 uint8 images of 3 classes, as the image datasets yield them: (label, image, index)."""
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, index):
+        return index % 3, torch.full((3, 8, 8), index * 20, dtype=torch.uint8), index
+
+
+class FlatEmbedding(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3 * 8 * 8, 4)
+
+    def forward(self, images):
+        return self.linear(images.flatten(1))
+
+
+@pytest.mark.slow  # starts DataLoader worker processes
+def test_no_evaluation_worker_outlives_its_evaluation_while_the_training_workers_stay():
+    import multiprocessing
+
+    from engine.training import training_loader
+    from evaluation.evaluator import Evaluator
+
+    assert multiprocessing.active_children() == []
+    evaluator = Evaluator({'query': TinyImages(), 'gallery': TinyImages()}, batch_size=4, workers=2,
+                          device=torch.device('cpu'))
+    for _ in range(2):
+        metrics, embedded = evaluator.evaluate(FlatEmbedding(), ['e_recall@1'], seed=0)
+        assert embedded['query'][0].shape == (12, 4) and 0 <= metrics['e_recall@1'] <= 1
+        assert multiprocessing.active_children() == [], 'an evaluation loader kept its workers'
+    train = training_loader(TinyImages(), [[0, 1, 2, 3]] * 2, 2, torch.device('cpu'))
+    assert train.persistent_workers and not any(loader.persistent_workers for loader in evaluator.loaders.values())

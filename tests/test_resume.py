@@ -172,6 +172,83 @@ def test_resume_refuses_a_changed_model_flag_and_a_finished_run(data, tmp_path):
     assert len(read_summary(folder)['history']) == 2
 
 
+WANDB_KEY = 'c0ffee00deadbeef0123456789abcdef01234567'
+
+
+def files_containing(folder, text):
+    """The files below `folder` whose bytes contain `text`."""
+    found = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), 'rb') as stream:
+                if text.encode() in stream.read():
+                    found.append(os.path.join(root, name))
+    return found
+
+
+@pytest.mark.slow
+def test_a_requeued_command_with_wandb_key_resumes_and_keeps_the_key_out(data, tmp_path, monkeypatch, capsys,
+                                                                          caplog):
+    """A SLURM requeue passes the same command again, --wandb_key included: the resume trains on (it used to stop
+    with KeyError: 'wandb_key'), and the key reaches no file of the run folder, the log or the terminal."""
+    import logging
+
+    monkeypatch.delenv('WANDB_API_KEY', raising=False)  # --wandb_key sets it; restored after the test
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+    caplog.set_level(logging.INFO)
+    first = tiny_run_flags(data, tmp_path, **{'--n_epochs': 1, '--log_online': None, '--wandb_key': WANDB_KEY})
+    assert run_main(*first) == 0
+    folder = tmp_path / 'cub200' / 'tiny'
+    assert run_main('--resume', folder, '--wandb_key', WANDB_KEY, '--log_online', '--n_epochs', 2) == 0
+    summary = read_summary(folder)
+    assert [entry['epoch'] for entry in summary['history']] == [0, 1] and len(summary['sessions']) == 2
+    assert 'wandb_key' not in summary['config']
+    assert files_containing(folder, WANDB_KEY) == []
+    captured = capsys.readouterr()
+    assert WANDB_KEY not in captured.out + captured.err
+    assert not any(WANDB_KEY in record.getMessage() for record in caplog.records)
+    log = (folder / 'log.txt').read_text()
+    change = [line.split(' WARNING ', 1)[1] for line in log.splitlines() if 'changes the distillation weight' in line]
+    assert change == ["--n_epochs 2 instead of the run's 1 changes the distillation weight (e/E)·λ·τ² from here on: "
+                      "5 instead of 10 at epoch 1, growing by 5 instead of 10 an epoch"], 'one warning'
+
+
+@pytest.mark.parametrize('psd, n_epochs, epoch, expected', [
+    (True, 150, 100, None),  # the same --n_epochs: the same weights
+    (False, 200, 100, None),  # no distillation term
+    (True, 200, 100, '150 instead of 200 at epoch 100, growing by 1.5 instead of 2 an epoch'),
+    (True, 300, 0, '1 instead of 2 at epoch 1'),  # epoch 0 has weight 0 either way: the next epoch's
+])
+def test_another_n_epochs_on_resume_names_the_old_and_new_distillation_weight(psd, n_epochs, epoch, expected):
+    import argparse
+
+    from run_folder.resume import distillation_weight_change
+
+    checkpoint = {'config': {'n_epochs': 150}, 'training_state': {'epoch': epoch}}
+    opt = argparse.Namespace(PSD=psd, kd_lambda=300.0, kd_tau=1.0, n_epochs=n_epochs)
+    change = distillation_weight_change(checkpoint, opt)
+    if expected is None:
+        assert change is None
+    else:
+        assert change.startswith(f"--n_epochs {n_epochs} instead of the run's 150 changes the distillation weight")
+        assert expected in change and '\n' not in change
+
+
+def test_session_flags_are_never_compared_with_the_resumed_run():
+    import parameters
+    from run_folder.resume import OVERRIDABLE, SESSION_FLAGS, options_for_resume
+    from run_folder.checkpoint import plain_config
+
+    assert SESSION_FLAGS == {'resume', 'dry_run', 'wandb_key'} and SESSION_FLAGS <= OVERRIDABLE
+    parser = parameters.build_parser()
+    config = plain_config(parser.parse_args(['--n_epochs', '3', '--wandb_key', WANDB_KEY]))
+    assert 'wandb_key' not in config
+    argv = ['--resume', 'run', '--n_epochs', '5', '--wandb_key', WANDB_KEY]
+    resumed = options_for_resume(resumable(config), parser.parse_args(argv), parameters.explicit_flags(parser, argv),
+                                 'run/last.pth')
+    assert (resumed.wandb_key, resumed.resume, resumed.n_epochs) == (WANDB_KEY, 'run', 5)
+
+
 def resumable(config):
     return {'config': config, 'training_state': {'epoch': 1, 'progress': {'step': 0}}}
 

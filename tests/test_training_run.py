@@ -194,3 +194,38 @@ def test_evaluate_every_skips_epochs_but_always_evaluates_the_last(make_cub200, 
     best = torch.load(folder / 'best_e_recall@1.pth', weights_only=True)
     assert best['epoch'] == summary['best_epoch']['e_recall@1']
     assert (folder / 'curves.png').exists()
+
+
+def test_a_compiled_run_trains_and_its_checkpoint_loads_without_compile(make_cub200, tmp_path):
+    """A real torch.compile (inductor, which builds C++ kernels on the CPU): the run compiles, trains and evaluates;
+    its checkpoints hold the plain state-dict keys (no `_orig_mod.`), so a network built without --compile loads
+    them strictly and Test_pretrained_models.py scores the run's best model as the run did."""
+    import json
+    import shutil
+
+    if not (shutil.which('cc') or shutil.which('gcc')):
+        pytest.skip('torch.compile on the CPU needs a C compiler (cc or gcc), and this machine has none')
+    import torch._dynamo
+
+    import architectures
+    from run_folder.checkpoint import load_weights
+    from runs import run_entry_point
+
+    arch = 'resnet10t_normalize'  # timm's 10-layer ResNet: a third of resnet18's compile time
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    data = make_cub200(n_classes=4, per_class=4)
+    assert run_main(*tiny_run_flags(data, tmp_path, **{'--n_epochs': 1, '--compile': None, '--arch': arch})) == 0
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] >= 1, 'nothing was compiled'
+    torch._dynamo.reset()
+    folder = tmp_path / 'cub200' / 'tiny'
+    for name in ('best_e_recall@1.pth', 'last.pth'):
+        keys = torch.load(folder / name, weights_only=True)['state_dict']
+        assert keys and not any('_orig_mod' in key for key in keys), name
+    network = architectures.build(arch, 16, pretrained=False, image_size=32)
+    load_weights(network, str(folder / 'best_e_recall@1.pth'))
+    out = tmp_path / 'compiled.json'
+    assert run_entry_point('Test_pretrained_models', '--dataset', 'cub200', '--source', data, '--kernels', 0,
+                           '--checkpoint', folder / 'best_e_recall@1.pth', '--out', out) == 0
+    scored = json.loads(out.read_text())['results']['checkpoint']['metrics']['e_recall@1']
+    assert scored == pytest.approx(read_summary(folder)['best']['e_recall@1'], abs=1e-6)

@@ -179,3 +179,69 @@ def test_teacher_under_inference_mode_gives_the_gradients_of_a_no_grad_teacher()
     assert teacher_forward(teacher, images).is_inference()
     for first, second in zip(*gradients):
         assert torch.equal(first, second)
+
+
+class PutInBackward(torch.autograd.Function):
+    """Identity whose backward calls Tensor.put_, which torch refuses under deterministic algorithms on any device:
+    the real RuntimeError that torch raises on CUDA for adaptive_max_pool2d's backward and the like."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clone().put_(torch.tensor([0]), torch.tensor([0.0]))
+
+
+class Probed(nn.Module):
+    def __init__(self, backward_error=None):
+        super().__init__()
+        self.linear = nn.Linear(3, 4)
+        self.arch = 'probed_double'
+        self.backward_error = backward_error
+
+    def forward(self, images):
+        pooled = images.mean(dim=(2, 3))
+        if self.backward_error:
+            raise RuntimeError(self.backward_error)
+        return PutInBackward.apply(self.linear(pooled))
+
+
+@pytest.fixture
+def deterministic():
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def test_deterministic_probe_turns_torchs_error_into_one_line_naming_the_op(deterministic):
+    from plumbing.errors import UserError
+
+    with pytest.raises(UserError) as error:
+        training.check_deterministic_backward(Probed(), torch.device('cpu'), 8)
+    message = str(error.value)
+    assert '\n' not in message and 'no deterministic implementation of put_' in message
+    assert '--arch probed_double' in message and 'drop --deterministic' in message
+    other = 'mat1 and mat2 shapes cannot be multiplied'
+    with pytest.raises(RuntimeError, match=other):  # any other error is not the user's: it stays as it is
+        training.check_deterministic_backward(Probed(other), torch.device('cpu'), 8)
+
+
+def test_deterministic_probe_leaves_the_network_and_the_random_state_as_they_were(deterministic):
+    import architectures
+
+    network = architectures.build('resnet18_double_normalize', 8, pretrained=False)  # BatchNorm that trains
+    network.eval()
+    before = {name: tensor.clone() for name, tensor in network.state_dict().items()}
+    rng = torch.get_rng_state()
+    training.check_deterministic_backward(network, torch.device('cpu'), 32, amp=True, channels_last=True)
+    assert all(torch.equal(tensor, before[name]) for name, tensor in network.state_dict().items())
+    assert all(parameter.grad is None for parameter in network.parameters()) and not network.training
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_deterministic_probe_runs_only_under_deterministic_algorithms():
+    assert not torch.are_deterministic_algorithms_enabled()
+    training.check_deterministic_backward(Probed('never run'), torch.device('cpu'), 8)
