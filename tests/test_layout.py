@@ -15,6 +15,7 @@ LAYERS = (
     ('engine',),
     ('run_folder',),
     ('reporting',),
+    ('search',),
     ('utilities',),
     ('parameters',),
 )
@@ -49,7 +50,8 @@ def imported_top_levels(path):
 def test_the_layers_cover_every_package_of_the_tree():
     packages = {name for name in os.listdir(ROOT) if os.path.isfile(os.path.join(ROOT, name, '__init__.py'))}
     assert packages - {'tests'} == set(LAYER_OF) - {'parameters'}
-    assert {'main', 'Test_pretrained_models', 'Result_Evaluations', 'Input_Baseline'} <= set(ENTRY_POINTS)
+    assert {'main', 'Test_pretrained_models', 'Result_Evaluations', 'Input_Baseline', 'Search_Index',
+            'Export_ONNX'} <= set(ENTRY_POINTS)
 
 
 MODULES = project_modules()
