@@ -180,9 +180,14 @@ def build(opt):
                                        embedder.settings, checkpoint, nlist=opt.nlist, hnsw_m=opt.hnsw_m)
         stats = querying.index_catalogue(search_index, embedder, catalogue, batch_size=opt.bs, workers=opt.workers)
         search_index.save('build', images=os.path.abspath(catalogue.source), indexed=stats['indexed'],
-                          left_out=len(stats['left_out']))
+                          left_out=len(stats['left_out']), **timing(stats))
     report_indexing('indexed', search_index, catalogue, stats)
     return 0
+
+
+def timing(stats):
+    """The seconds a command spent embedding, indexing or searching, for the record (and benchmarks)."""
+    return {f'{name}_s': round(stats[f'{name}_s'], 4) for name in ('embed', 'index', 'search') if f'{name}_s' in stats}
 
 
 def report_indexing(verb, search_index, catalogue, stats):
@@ -244,7 +249,7 @@ def add(opt):
             return 0
         stats = querying.index_catalogue(search_index, embedder, catalogue, batch_size=opt.bs, workers=opt.workers)
         search_index.save('add', images=os.path.abspath(catalogue.source), indexed=stats['indexed'],
-                          left_out=len(stats['left_out']), skipped_existing=len(present))
+                          left_out=len(stats['left_out']), skipped_existing=len(present), **timing(stats))
     report_indexing('added', search_index, catalogue, stats)
     return 0
 
@@ -275,7 +280,7 @@ def query(opt):
     records = querying.records(search_index, results, answers)
     summary = {'index': os.path.abspath(opt.index), 'queries': os.path.abspath(queries.source), 'k': k,
                'exclude_self': opt.exclude_self, 'search_parameters': parameters_used,
-               'left_out': [path for path, _ in stats['left_out']]}
+               'left_out': [path for path, _ in stats['left_out']], 'timing': timing(stats)}
     if opt.classify:
         summary['threshold'] = threshold
     if opt.out:
