@@ -127,7 +127,7 @@ def add_checkpoint_flag(parser):
 
 
 def add_search_flags(parser):
-    parser.add_argument('--nprobe', type=int, default=None, help='IVF lists searched (default: the index\'s, 32).')
+    parser.add_argument('--nprobe', type=int, default=None, help='IVF lists searched (default: the index\'s, 64).')
     parser.add_argument('--ef_search', type=int, default=None,
                         help='HNSW search breadth (default: the index\'s, 64).')
 

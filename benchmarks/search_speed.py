@@ -9,7 +9,9 @@ weights, no download) saved as main.py saves its checkpoints. Each index type is
 (`build`: embedding, indexing and writing, timed as a whole), then queried with the same `--queries` catalogue images
 (`query --exclude_self`, a JSON output: embedding and search, timed as a whole; the search alone is the command's own
 timing). Rates are images (queries) per second of wall-clock time; the ratios are quotients of rates measured in this
-one run, so they hold on a machine whose load changes less than its speed.
+one run, so they hold on a machine whose load changes less than its speed; the embedding, the same work for every
+index type, is most of every build and query. A sweep of each approximate index's search parameter (nprobe, efSearch)
+then gives recall@k and search-alone speed on the stored vectors of the query images.
 """
 import argparse
 import contextlib
@@ -31,8 +33,11 @@ import architectures  # noqa: E402  (needs the repository root on the path)
 import Search_Index  # noqa: E402
 from benchmarks.photos import photo  # noqa: E402
 from run_folder.checkpoint import save_checkpoint  # noqa: E402
+from search.index_store import SearchIndex  # noqa: E402
 
 INDEX_TYPES = ('flat', 'ivf', 'hnsw')
+SWEEP = {'ivf': ('nprobe', (8, 16, 32, 64, 128)), 'hnsw': ('efSearch', (16, 32, 64, 128))}
+"""The search parameters the sweep tries on each approximate index."""
 
 
 def write_catalogue(root, n_images, n_items, size=(64, 48), seed=0):
@@ -88,6 +93,30 @@ def recall_at_k(found, exact):
         wanted = {n['id'] for n in reference['neighbours']}
         shares.append(len(wanted & {n['id'] for n in approximate['neighbours']}) / max(len(wanted), 1))
     return float(np.mean(shares))
+
+
+def sweep(work, kinds, query_paths, k):
+    """Recall@k against the exact index and search-alone queries/s of each SWEEP setting, on the stored vectors of the
+    query images (themselves left out), searched in one batch."""
+    exact = SearchIndex.load(str(work / 'index_flat'))
+    rows = np.array([exact.row_of(path) for path in query_paths])
+    vectors = exact.index.reconstruct_batch(rows)
+    wanted = [set(found) for found in exact.search(vectors, k, rows)[1]]
+    results = {}
+    for kind in kinds:
+        if kind not in SWEEP:
+            continue
+        index = SearchIndex.load(str(work / f'index_{kind}'))
+        name, values = SWEEP[kind]
+        results[kind] = {}
+        for value in values:
+            index.set_search_parameters(**{name: value})
+            start = time.perf_counter()
+            found = index.search(vectors, k, rows)[1]
+            seconds = time.perf_counter() - start
+            recall = float(np.mean([len(w & set(f)) / max(len(w), 1) for w, f in zip(wanted, found)]))
+            results[kind][f'{name} {value}'] = {'recall': recall, 'queries_per_s': len(rows) / seconds}
+    return results
 
 
 def main(argv=None):
@@ -153,6 +182,7 @@ def run(args, work):
         query[kind] = {'seconds': seconds, 'queries_per_s': n_queries / seconds, 'search_s': search_s,
                        'search_queries_per_s': n_queries / max(search_s, 1e-9)}
     recall = {kind: recall_at_k(results[kind], results['flat']) for kind in args.index_types}
+    query_paths = [record['query'] for record in results['flat']]
     ratios = {}
     for kind in args.index_types[1:]:
         ratios[f'build_{kind}_over_flat'] = build[kind]['images_per_s'] / build['flat']['images_per_s']
@@ -163,7 +193,7 @@ def run(args, work):
             'catalogue': {'images': args.images, 'items': args.items, 'queries': n_queries,
                           'generated_s': generated_s},
             'torch_threads': torch.get_num_threads(), 'build': build, 'query': query,
-            f'recall@{args.k}': recall, 'ratios': ratios}
+            f'recall@{args.k}': recall, 'ratios': ratios, 'sweep': sweep(work, args.index_types, query_paths, args.k)}
 
 
 def print_report(report):
@@ -182,6 +212,13 @@ def print_report(report):
               f'recall@{k} vs flat = {report[f"recall@{k}"][kind]:.4f}')
     for name, value in report['ratios'].items():
         print(f'{name} = {value:.3f}')
+    share = min(built['embed_s'] / built['seconds'] for built in report['build'].values())
+    print(f'embedding is at least {100 * share:.1f}% of every build (the same work for every index type): the build '
+          f'and query ratios follow the machine\'s load as much as the index; the search alone is the index\'s')
+    for kind, settings in report['sweep'].items():
+        print(f'{kind} sweep (stored query vectors, one batch): ' + '; '.join(
+            f'{setting}: recall@{k} {found["recall"]:.4f}, {found["queries_per_s"]:.0f} queries/s'
+            for setting, found in settings.items()))
 
 
 if __name__ == '__main__':

@@ -137,3 +137,11 @@ def test_search_speed_reports_consistent_rates_ratios_and_recall(tmp_path, capsy
             assert report['ratios'][name] == pytest.approx(table[kind][rate] / table['flat'][rate])
             shown = re.search(re.escape(name) + r' = ([0-9.]+)', printed)
             assert shown and float(shown.group(1)) == pytest.approx(report['ratios'][name], abs=0.0051)
+    assert list(report['sweep']['ivf']) == [f'nprobe {n}' for n in (8, 16, 32, 64, 128)]
+    assert list(report['sweep']['hnsw']) == [f'efSearch {n}' for n in (16, 32, 64, 128)]
+    for settings in report['sweep'].values():
+        for setting, found in settings.items():
+            assert 0 <= found['recall'] <= 1 and positive(found['queries_per_s'])
+            assert f'{setting}: recall@5 {found["recall"]:.4f}' in printed
+    # One list of four: every nprobe searches it all, so the IVF sweep is exact; HNSW on 24 vectors is too.
+    assert all(found['recall'] == 1 for found in report['sweep']['ivf'].values())
