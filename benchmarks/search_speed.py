@@ -100,7 +100,7 @@ def sweep(work, kinds, query_paths, k):
     query images (themselves left out), searched in one batch."""
     exact = SearchIndex.load(str(work / 'index_flat'))
     rows = np.array([exact.row_of(path) for path in query_paths])
-    vectors = exact.index.reconstruct_batch(rows)
+    vectors = np.ascontiguousarray(exact.index.reconstruct_batch(rows), dtype=np.float32)
     wanted = [set(found) for found in exact.search(vectors, k, rows)[1]]
     results = {}
     for kind in kinds:

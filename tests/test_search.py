@@ -76,7 +76,8 @@ def index_vectors(index):
     """The stored embeddings of a flat index, row by row."""
     metadata = json.loads((index / 'metadata.json').read_text())
     stored = faiss.read_index(str(index / metadata['index_file']))
-    return stored.reconstruct_n(0, stored.ntotal), metadata
+    # np.asarray: where pytorch-metric-learning has imported faiss.contrib.torch_utils, faiss returns torch tensors.
+    return np.asarray(stored.reconstruct_n(0, stored.ntotal)), metadata
 
 
 def query_vectors(checkpoint, paths, metadata, bs=64):
