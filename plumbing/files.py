@@ -49,6 +49,33 @@ def atomic_write_bytes(path, data):
     sync_folder(folder)
 
 
+def atomic_write_with(path, write):
+    """atomic_write_bytes for a writer that wants a file name: `write(temporary_path)` writes the new content (e.g.
+    faiss.write_index, or a stream of CSV rows), which then replaces `path`; nothing is held in memory here."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    except OSError as error:
+        raise FileWriteError(path, error) from None
+    try:
+        os.fchmod(handle, 0o666 & ~current_umask())
+        os.close(handle)
+        write(temporary)
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except BaseException as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        if isinstance(error, OSError):
+            raise FileWriteError(path, error) from None
+        raise
+    sync_folder(folder)
+
+
 def current_umask():
     umask = os.umask(0o022)
     os.umask(umask)

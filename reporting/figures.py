@@ -11,6 +11,7 @@ from reporting.plots import save_figure
 SAME_CLASS = (0, 170, 0)
 OTHER_CLASS = (215, 0, 0)
 QUERY_FRAME = (40, 40, 40)
+UNKNOWN_CLASS = (120, 120, 120)
 BACKGROUND = (255, 255, 255)
 QUERY_SEED = 0  # the same queries in every run on a dataset, so runs can be compared side by side
 TSNE_MAX_POINTS = 3000
@@ -66,27 +67,37 @@ def retrieval_grid(features, labels, image_paths, class_names=None, n_queries=10
         found_features, found_labels, found_paths = np.asarray(gallery[0], dtype=np.float32), gallery[1], gallery[2]
         found_in = 'gallery'
     neighbours = nearest_neighbours(features, queries, k, gallery=found_features)
+    name = (lambda label: class_names[label]) if class_names is not None else str
+    rows = [(image_paths[query], name(int(labels[query])),
+             [(found_paths[index], name(int(found_labels[index])), bool(found_labels[index] == labels[query]))
+              for index in found])
+            for query, found in zip(queries, neighbours, strict=True)]
+    return neighbour_grid(rows, f'query, then its {neighbours.shape[1]} nearest {found_in} images: green = same '
+                                f'class, red = other class', tile)
+
+
+def neighbour_grid(rows, title, tile=96):
+    """A PIL image of `rows` [(query path, caption, [(neighbour path, caption, same class: True, False or None
+    where unknown)])]: one row per query (dark frame), its neighbours framed green (same class), red (other class)
+    or grey (unknown), each image captioned below; `title` on top."""
     font = ImageFont.load_default(size=max(11, tile // 7))
     frame, gap, caption, header = max(3, tile // 16), tile // 6, tile // 5 + 4, tile // 4 + 6
     cell = tile + 2 * frame
-    width = gap + (cell + gap // 2) * (neighbours.shape[1] + 1) + gap // 2
-    height = header + (cell + caption) * len(queries) + gap
+    width = gap + (cell + gap // 2) * (max((len(found) for _, _, found in rows), default=0) + 1) + gap // 2
+    height = header + (cell + caption) * len(rows) + gap
     grid = Image.new('RGB', (width, height), BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    draw.text((gap, 4), f'query, then its {neighbours.shape[1]} nearest {found_in} images: green = same class, '
-                        f'red = other class', fill=(0, 0, 0), font=font)
-    name = (lambda label: class_names[label]) if class_names is not None else str
-    for row, (query, found) in enumerate(zip(queries, neighbours, strict=True)):
+    draw.text((gap, 4), title, fill=(0, 0, 0), font=font)
+    for row, (query_path, query_caption, found) in enumerate(rows):
         top = header + row * (cell + caption)
-        for column, index in enumerate([query, *found]):
+        for column, (path, text, same) in enumerate([(query_path, query_caption, None), *found]):
             left = gap + column * (cell + gap // 2) + (gap // 2 if column else 0)
-            label, path = (labels[index], image_paths[index]) if column == 0 else (found_labels[index],
-                                                                                  found_paths[index])
-            colour = QUERY_FRAME if column == 0 else SAME_CLASS if label == labels[query] else OTHER_CLASS
+            colour = (QUERY_FRAME if column == 0 else UNKNOWN_CLASS if same is None else
+                      SAME_CLASS if same else OTHER_CLASS)
             draw.rectangle([left, top, left + cell - 1, top + cell - 1], fill=colour)
             grid.paste(tile_of(path, tile), (left + frame, top + frame))
-            text = name(int(label))[:max(4, tile // 7)]
-            draw.text((left, top + cell + 1), text, fill=(0, 0, 0) if column == 0 else colour, font=font)
+            draw.text((left, top + cell + 1), text[:max(4, tile // 7)], fill=(0, 0, 0) if column == 0 else colour,
+                      font=font)
     return grid
 
 
@@ -94,6 +105,14 @@ def save_retrieval_grid(path, features, labels, image_paths, class_names=None, *
     """Write retrieval_grid(...) as a PNG at `path` (atomically)."""
     buffer = io.BytesIO()
     retrieval_grid(features, labels, image_paths, class_names, **options).save(buffer, format='PNG')
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def save_neighbour_grid(path, rows, title, tile=96):
+    """Write neighbour_grid(rows, title, tile) as a PNG at `path` (atomically)."""
+    buffer = io.BytesIO()
+    neighbour_grid(rows, title, tile).save(buffer, format='PNG')
     atomic_write_bytes(path, buffer.getvalue())
     return path
 

@@ -20,7 +20,7 @@ class RunFolderLock:
     process left behind is simply taken over. The file says who holds it: pid, host and start time.
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder, in_use_hint=None):
         self.path = os.path.join(folder, LOCK_FILE)
         self.descriptor = None
         while self.descriptor is None:
@@ -33,9 +33,9 @@ class RunFolderLock:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(descriptor)
-                raise UserError(f'{folder} is in use by {self.holder()}; two processes must not write one run '
-                                f'folder: wait for it to end (or stop it), or start a new run without '
-                                f'--resume') from None
+                hint = in_use_hint or ('two processes must not write one run folder: wait for it to end (or stop '
+                                       'it), or start a new run without --resume')
+                raise UserError(f'{folder} is in use by {self.holder()}; {hint}') from None
             except OSError as error:  # a filesystem without file locks (e.g. Lustre mounted without flock)
                 logger.warning('cannot lock %s (%s): nothing keeps a second process out of this run folder',
                                self.path, error.strerror)
@@ -77,9 +77,10 @@ class RunFolderLock:
         self.release()
 
 
-def claim_run_folder(folder):
-    """Lock `folder` for this process and clear what an earlier process killed mid-write left there."""
-    lock = RunFolderLock(folder)
+def claim_run_folder(folder, in_use_hint=None):
+    """Lock `folder` for this process and clear what an earlier process killed mid-write left there; `in_use_hint`
+    says what to do where another process holds it (a run folder's advice unless given)."""
+    lock = RunFolderLock(folder, in_use_hint)
     stale = remove_stale_temporaries(folder)
     if stale:
         logger.info('removed %d temporary files that an interrupted write left in %s: %s', len(stale), folder,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from benchmarks import eval_speed, train_speed
+from benchmarks import eval_speed, search_speed, train_speed
 
 
 def positive(value):
@@ -101,3 +101,47 @@ def test_eval_speed_agrees_with_pytorch_metric_learning(tmp_path):
     assert math.isclose(report['ours']['e_recall@1'], report['pml']['precision_at_1'], rel_tol=1e-9)
     assert math.isclose(report['ours']['mAP@R'], report['pml']['mean_average_precision_at_r'], rel_tol=1e-6)
     assert positive(report['ours_s']) and positive(report['pml_s'])
+
+
+@pytest.mark.slow
+def test_search_speed_reports_consistent_rates_ratios_and_recall(tmp_path, capsys):
+    """A tiny catalogue: every rate is its count over its seconds, every ratio the quotient of two rates, printed as
+    in the JSON; the exact index's recall against itself is 1, the others' within [0, 1]."""
+    report_file = tmp_path / 'search_speed.json'
+    search_speed.main(['--images', '24', '--items', '4', '--queries', '6', '-k', '5', '--image_size', '16',
+                       '--embed_dim', '8', '--workers', '0', '--json', str(report_file)])
+    report = json.loads(report_file.read_text())
+    printed = capsys.readouterr().out
+    assert report['catalogue'] == {**report['catalogue'], 'images': 24, 'items': 4, 'queries': 6}
+    assert list(report['build']) == list(report['query']) == ['flat', 'ivf', 'hnsw']
+    for kind, built in report['build'].items():
+        searched = report['query'][kind]
+        assert positive(built['seconds']) and built['images_per_s'] == pytest.approx(24 / built['seconds'])
+        assert 0 < built['embed_s'] + built['index_s'] <= built['seconds'], 'the parts fit in the whole'
+        assert searched['queries_per_s'] == pytest.approx(6 / searched['seconds'])
+        assert 0 < searched['search_s'] < searched['seconds']
+        assert searched['search_queries_per_s'] == pytest.approx(6 / searched['search_s'])
+        shown = re.search(rf'^{kind} .*build ([0-9.]+) images/s.*query ([0-9.]+) queries/s.*recall@5 vs flat = '
+                          rf'([0-9.]+)$', printed, re.M)
+        assert shown, printed
+        assert float(shown.group(1)) == pytest.approx(built['images_per_s'], abs=0.051)
+        assert float(shown.group(2)) == pytest.approx(searched['queries_per_s'], abs=0.051)
+        assert float(shown.group(3)) == pytest.approx(report['recall@5'][kind], abs=5e-5)
+        assert 0 <= report['recall@5'][kind] <= 1
+    assert report['recall@5']['flat'] == 1.0
+    assert report['build']['ivf']['faiss'].startswith('IVF') and report['build']['hnsw']['faiss'].startswith('HNSW')
+    for kind in ('ivf', 'hnsw'):
+        for part, rate in (('build', 'images_per_s'), ('query', 'queries_per_s'), ('search', 'search_queries_per_s')):
+            table = report['build' if part == 'build' else 'query']
+            name = f'{part}_{kind}_over_flat'
+            assert report['ratios'][name] == pytest.approx(table[kind][rate] / table['flat'][rate])
+            shown = re.search(re.escape(name) + r' = ([0-9.]+)', printed)
+            assert shown and float(shown.group(1)) == pytest.approx(report['ratios'][name], abs=0.0051)
+    assert list(report['sweep']['ivf']) == [f'nprobe {n}' for n in (8, 16, 32, 64, 128)]
+    assert list(report['sweep']['hnsw']) == [f'efSearch {n}' for n in (16, 32, 64, 128)]
+    for settings in report['sweep'].values():
+        for setting, found in settings.items():
+            assert 0 <= found['recall'] <= 1 and positive(found['queries_per_s'])
+            assert f'{setting}: recall@5 {found["recall"]:.4f}' in printed
+    # One list of four: every nprobe searches it all, so the IVF sweep is exact; HNSW on 24 vectors is too.
+    assert all(found['recall'] == 1 for found in report['sweep']['ivf'].values())

@@ -15,7 +15,7 @@ LAYERS = (
     ('engine',),
     ('run_folder',),
     ('reporting',),
-    ('tuning',),
+    ('search', 'tuning'),
     ('utilities',),
     ('parameters',),
 )
@@ -50,8 +50,8 @@ def imported_top_levels(path):
 def test_the_layers_cover_every_package_of_the_tree():
     packages = {name for name in os.listdir(ROOT) if os.path.isfile(os.path.join(ROOT, name, '__init__.py'))}
     assert packages - {'tests'} == set(LAYER_OF) - {'parameters'}
-    assert {'main', 'Test_pretrained_models', 'Result_Evaluations', 'Input_Baseline',
-            'Hyperparameter_Search'} <= set(ENTRY_POINTS)
+    assert {'main', 'Test_pretrained_models', 'Result_Evaluations', 'Input_Baseline', 'Hyperparameter_Search',
+            'Search_Index', 'Export_ONNX'} <= set(ENTRY_POINTS)
 
 
 MODULES = project_modules()
