@@ -34,6 +34,17 @@ def no_weights_host(monkeypatch):
     monkeypatch.setattr('architectures.weights.unreachable', unreachable)
 
 
+@pytest.fixture(autouse=True)
+def torch_algorithm_settings():
+    """A test that runs main.py in-process with --deterministic switches torch's process-wide deterministic mode
+    on; every test starts with the settings the previous one found."""
+    import torch
+    deterministic, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = benchmark
+
+
 def class_names(names, n_classes):
     """The first `n_classes` of `names`, continued with 'Class_K' names when there are too few."""
     return [names[k] if k < len(names) else f'Class_{k}' for k in range(n_classes)]

@@ -335,7 +335,7 @@ def test_no_evaluation_worker_outlives_its_evaluation_while_the_training_workers
     evaluator = Evaluator({'query': TinyImages(), 'gallery': TinyImages()}, batch_size=4, workers=2,
                           device=torch.device('cpu'))
     for _ in range(2):
-        metrics, embedded = evaluator.evaluate(FlatEmbedding(), ['e_recall@1'], seed=0)
+        metrics, embedded, _ = evaluator.evaluate(FlatEmbedding(), ['e_recall@1'], seed=0)
         assert embedded['query'][0].shape == (12, 4) and 0 <= metrics['e_recall@1'] <= 1
         assert multiprocessing.active_children() == [], 'an evaluation loader kept its workers'
     train = training_loader(TinyImages(), [[0, 1, 2, 3]] * 2, 2, torch.device('cpu'))
