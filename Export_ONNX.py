@@ -19,7 +19,8 @@ from plumbing.errors import UserError, exit_code
 from reporting.logs import setup_logging
 from search import onnx_export
 from search.catalogue import read_catalogue
-from search.embedding import SETTINGS, Embedder
+from run_folder.saved_flags import EVALUATION_SETTINGS
+from search.embedding import Embedder
 
 logger = logging.getLogger('Export_ONNX')
 PARITY_IMAGES = 32
@@ -44,14 +45,7 @@ def build_parser():
     parser.add_argument('--bs', type=int, default=8, help='Batch size of the parity check.')
     group = parser.add_argument_group('embedding settings, for a checkpoint without a config (the authors\' '
                                       'net.pth); a flag given here overrides the config')
-    defaults = parameters.build_parser()
-    for name in SETTINGS:
-        option = next(action for action in defaults._actions if action.dest == name)
-        if isinstance(option.default, bool):
-            group.add_argument(f'--{name}', action='store_true', default=None, help=option.help)
-        else:
-            group.add_argument(f'--{name}', type=option.type, choices=option.choices, default=None,
-                               help=f'{option.help or ""} (default: the checkpoint\'s, else {option.default})'.strip())
+    parameters.add_setting_overrides(group, EVALUATION_SETTINGS)
     return parser
 
 
@@ -69,15 +63,13 @@ def main(argv=None):
     if not os.path.isdir(folder):
         raise UserError(f'--onnx {opt.onnx}: the folder {folder} does not exist; create it first')
     images = read_catalogue(opt.images, flag='--images')
-    defaults = parameters.build_parser()
-    given = {name: getattr(opt, name) for name in SETTINGS if getattr(opt, name) is not None}
-    embedder = Embedder.from_checkpoint(opt.checkpoint, given, {name: defaults.get_default(name) for name in SETTINGS},
-                                        'cpu')
+    given, defaults = parameters.setting_overrides(opt, EVALUATION_SETTINGS)
+    embedder = Embedder.from_checkpoint(opt.checkpoint, given, defaults, 'cpu')
     batches = parity_batches(embedder, images.paths, opt.parity_images, opt.bs)
     settings = embedder.settings
     mean, std = normalisation_of(embedder.model)
     metadata = {'checkpoint_sha256': embedder.checkpoint['sha256'], 'input': opt.input,
-                **{name: settings[name] for name in SETTINGS}, 'crop': crop_size(settings),
+                **{name: settings[name] for name in EVALUATION_SETTINGS}, 'crop': crop_size(settings),
                 'resize': resize_size(settings['image_size']), 'input_mean': ','.join(map(str, mean)),
                 'input_std': ','.join(map(str, std))}
     with onnx_export.temporary_beside(opt.onnx) as temporary:

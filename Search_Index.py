@@ -20,7 +20,8 @@ from plumbing.runtime import select_device
 from reporting.logs import setup_logging
 from search import knn, querying
 from search.catalogue import read_catalogue
-from search.embedding import SETTINGS, Embedder, sha256_of
+from run_folder.saved_flags import EVALUATION_SETTINGS
+from search.embedding import Embedder, sha256_of
 from search.index_store import (DEFAULT_HNSW_M, INDEX_TYPES, SearchIndex, describe, writing)
 
 logger = logging.getLogger('Search_Index')
@@ -54,14 +55,7 @@ def build_parser():
     build.add_argument('--overwrite', action='store_true', help='Replace an index already in OUT.')
     group = build.add_argument_group('embedding settings, for a checkpoint without a config (the authors\' '
                                      'net.pth); a flag given here overrides the config')
-    defaults = parameters.build_parser()
-    for name in SETTINGS:
-        option = next(action for action in defaults._actions if action.dest == name)
-        if isinstance(option.default, bool):
-            group.add_argument(f'--{name}', action='store_true', default=None, help=option.help)
-        else:
-            group.add_argument(f'--{name}', type=option.type, choices=option.choices, default=None,
-                               help=f'{option.help or ""} (default: the checkpoint\'s, else {option.default})'.strip())
+    parameters.add_setting_overrides(group, EVALUATION_SETTINGS)
     add_runtime_flags(build)
 
     add = commands.add_parser('add', help='Embed more images and append them to an index.')
@@ -169,10 +163,8 @@ def build(opt):
     if opt.nlist is not None and opt.nlist < 1:
         raise UserError(f'--nlist must be at least 1, got {opt.nlist}')
     catalogue = catalogue_of(opt, '--images')
-    defaults = parameters.build_parser()
-    given = {name: getattr(opt, name) for name in SETTINGS if getattr(opt, name) is not None}
-    embedder = Embedder.from_checkpoint(opt.checkpoint, given, {name: defaults.get_default(name) for name in SETTINGS},
-                                        select_device(opt.gpu))
+    given, defaults = parameters.setting_overrides(opt, EVALUATION_SETTINGS)
+    embedder = Embedder.from_checkpoint(opt.checkpoint, given, defaults, select_device(opt.gpu))
     checkpoint = {'path': os.path.abspath(opt.checkpoint), 'sha256': embedder.checkpoint['sha256'],
                   'config': embedder.checkpoint['config']}
     with writing(opt.index):

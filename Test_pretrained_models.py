@@ -25,7 +25,7 @@ from plumbing.runtime import select_device
 from reporting.figures import save_test_retrieval_grid, tsne_map
 from reporting.logs import setup_logging
 from run_folder.checkpoint import load_checkpoint_into, read_checkpoint
-from run_folder.resume import with_missing_flags
+from run_folder.saved_flags import EVALUATION_SETTINGS, PIPELINE_SETTINGS, config_of, evaluation_settings
 
 logger = logging.getLogger('Test_pretrained_models')
 AUTHORS_MODELS = 'https://www.dropbox.com/sh/zjnzv5v5m68v6e8/AABP3TFV6YnaKGC3azFCTmSWa?dl=0'
@@ -64,21 +64,13 @@ def checked_paths(paths):
     return paths
 
 
-RESTORED_FLAGS = ('arch', 'embed_dim', 'image_size', 'augmentation', 'full_decode', 'pil_resampling')
-"""The flags of a checkpoint's training that its network and its evaluation input need: taken from our
-checkpoints' config unless given on the command line, so a checkpoint is evaluated as its run evaluated it."""
-PIPELINE_FLAGS = RESTORED_FLAGS[2:]
-
-
 def checkpoint_setup(path, opt, explicit):
-    """(network, evaluation options, the {flag: value} restored from the checkpoint's config) of a checkpoint; the
-    authors' files, without a config, restore nothing."""
+    """(network, evaluation options, the {flag: value} restored from the checkpoint's config) of a checkpoint: its
+    run's EVALUATION_SETTINGS unless given on the command line; the authors' files, without a config, restore
+    nothing."""
     checkpoint = read_checkpoint(path)
-    config = checkpoint.get('config') if isinstance(checkpoint, dict) else None
-    restored = {}
-    if isinstance(config, dict):
-        config = with_missing_flags(config, vars(opt))  # a run saved before a flag existed did what it did then
-        restored = {name: config[name] for name in RESTORED_FLAGS if name not in explicit}
+    given = {name: getattr(opt, name) for name in EVALUATION_SETTINGS if name in explicit}
+    _, restored = evaluation_settings(config_of(checkpoint), given, vars(opt))
     options = parameters.with_values(opt, **restored)
     model = architectures.build(options.arch, options.embed_dim, pretrained=False, image_size=options.image_size)
     load_checkpoint_into(model, checkpoint, path)
@@ -117,7 +109,7 @@ def main(argv=None):
     for kind, (model, options, restored) in setups.items():
         if restored:
             logger.info(restored_line(kind, restored))
-        pipeline = tuple(getattr(options, name) for name in PIPELINE_FLAGS)
+        pipeline = tuple(getattr(options, name) for name in PIPELINE_SETTINGS)
         if pipeline not in evaluators:  # the test images as this checkpoint's run saw them
             evaluators[pipeline] = test_evaluator(options, device)
         evaluator = evaluators[pipeline]

@@ -319,6 +319,27 @@ def check_cross_validation(opt):
         raise UserError('--cv_folds holds out one fold of the training classes as validation: drop --use_tv_split')
 
 
+def add_setting_overrides(group, names):
+    """`--name` for each of main.py's flags `names`, with its type, choices and help but no default: for a tool
+    that takes a setting from a checkpoint unless the flag is given."""
+    actions = {action.dest: action for action in build_parser()._actions}
+    for name in names:
+        option = actions[name]
+        if isinstance(option.default, bool):
+            group.add_argument(f'--{name}', action='store_true', default=None, help=option.help)
+        else:
+            group.add_argument(f'--{name}', type=option.type, choices=option.choices, default=None,
+                               help=f'{option.help or ""} (default: the checkpoint\'s, else {option.default})'.strip())
+
+
+def setting_overrides(opt, names):
+    """({name: value} of the flags of add_setting_overrides given on the command line, {name: main.py's
+    default})."""
+    parser = build_parser()
+    given = {name: getattr(opt, name) for name in names if getattr(opt, name) is not None}
+    return given, {name: parser.get_default(name) for name in names}
+
+
 def with_values(opt, **values):
     """A copy of the options `opt` with `values` in place of theirs (the options themselves stay as parsed)."""
     return argparse.Namespace(**{**vars(opt), **values})

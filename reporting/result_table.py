@@ -12,7 +12,7 @@ from plumbing.errors import UserError
 from plumbing.files import atomic_write_text
 from reporting.plots import plot_result_bars
 from run_folder.folder import CONFIG_FILE
-from run_folder.resume import with_missing_flags
+from run_folder.saved_flags import with_missing_flags
 from run_folder.summary import RunSummary
 
 SUMMARY_FILE = 'summary.json'

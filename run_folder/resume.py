@@ -7,6 +7,7 @@ import torch
 
 from criteria.obd_sd import distillation_weight
 from run_folder.checkpoint import save_checkpoint
+from run_folder.saved_flags import with_missing_flags
 from plumbing.errors import UserError
 from plumbing.runtime import rng_states, set_rng_states
 from run_folder.summary import RunSummary
@@ -23,16 +24,6 @@ OVERRIDABLE = SESSION_FLAGS | {'source_path', 'kernels', 'gpu', 'evaluate_on_gpu
                                'evaluate_every'}
 """Flags that may differ from the resumed run's: the session's own, where data and hardware are, how long to go
 on."""
-
-# What runs saved before a flag existed did; a flag missing here takes today's default.
-BEFORE_FLAG_EXISTED = {'data_sampler': 'class_distinct', 'full_decode': True, 'pil_resampling': True}
-
-
-def with_missing_flags(config, defaults):
-    """A run's flags (`config`) completed with the flags it predates: what runs did before the flag existed, else
-    the flag's value in `defaults`."""
-    return {**{name: BEFORE_FLAG_EXISTED.get(name, value) for name, value in defaults.items()}, **config}
-
 
 @dataclass
 class TrainingState:

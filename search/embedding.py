@@ -1,11 +1,12 @@
 """A checkpoint's embedding of any images: its network and its own evaluation pipeline, batched, streamed.
 
-The settings that decide an embedding (SETTINGS: arch, embed_dim, image_size, augmentation, full_decode,
-pil_resampling) come from the checkpoint's config (our checkpoints carry one), else from what the caller gives
-(the flags, for the authors' net.pth files). Images are decoded and cropped by datasets.transforms.make_transform's
-evaluation pipeline in DataLoader workers, normalised by the network's mean and std on the device, and embedded
-batch by batch; the L2-normalised embeddings come out one batch at a time, so nothing but a batch is in memory. An
-image that cannot be read or decoded is named in a warning and left out, as in training.
+The settings that decide an embedding (run_folder.saved_flags.EVALUATION_SETTINGS: arch, embed_dim, image_size,
+augmentation, full_decode, pil_resampling) come from the checkpoint's config (our checkpoints carry one) unless
+the caller gives them, else from the defaults (the authors' net.pth files). Images are decoded and cropped by
+datasets.transforms.make_transform's evaluation pipeline in DataLoader workers, normalised by the network's mean
+and std on the device, and embedded batch by batch; the L2-normalised embeddings come out one batch at a time, so
+nothing but a batch is in memory. An image that cannot be read or decoded is named in a warning and left out, as
+in training.
 """
 import hashlib
 import logging
@@ -22,12 +23,9 @@ from evaluation.embeddings import embedding_autocast
 from plumbing.errors import UserError
 from plumbing.stop_signals import ignore_stop_signals
 from run_folder.checkpoint import load_checkpoint_into, read_checkpoint
+from run_folder.saved_flags import config_of, evaluation_settings
 
 logger = logging.getLogger(__name__)
-
-SETTINGS = ('arch', 'embed_dim', 'image_size', 'augmentation', 'full_decode', 'pil_resampling')
-"""What decides a checkpoint's embedding of an image: the network and the evaluation pipeline."""
-
 
 def sha256_of(path):
     """The sha256 of the file at `path` (hex), read a megabyte at a time."""
@@ -41,34 +39,15 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def resolved_settings(config, given, defaults):
-    """{setting: value}: `given` (flags set on the command line) over the checkpoint's `config` over `defaults`;
-    and the names taken from `defaults` (settings the checkpoint does not record)."""
-    settings, defaulted = {}, []
-    for name in SETTINGS:
-        if name in given:
-            settings[name] = given[name]
-        elif name in config:
-            settings[name] = config[name]
-        else:
-            settings[name] = defaults[name]
-            defaulted.append(name)
-    for name, kind in (('embed_dim', int), ('image_size', int), ('full_decode', bool), ('pil_resampling', bool)):
-        settings[name] = kind(settings[name])
-    return settings, defaulted
-
-
 class Embedder:
-    """The network of the checkpoint at `path` with the evaluation pipeline of `settings` (see SETTINGS), on
+    """The network of the checkpoint at `path` with the evaluation pipeline of `settings` (EVALUATION_SETTINGS), on
     `device`. `checkpoint` {'path', 'sha256', 'config'} says which file it is."""
 
     def __init__(self, path, settings, device, checkpoint=None):
         self.settings = dict(settings)
         self.device = torch.device(device)
         checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
-        config = checkpoint.get('config') if isinstance(checkpoint, dict) else None
-        self.checkpoint = {'path': path, 'sha256': sha256_of(path),
-                           'config': config if isinstance(config, dict) else None}
+        self.checkpoint = {'path': path, 'sha256': sha256_of(path), 'config': config_of(checkpoint)}
         model = architectures.build(settings['arch'], settings['embed_dim'], pretrained=False,
                                     image_size=settings['image_size'])
         load_checkpoint_into(model, checkpoint, path)
@@ -78,11 +57,11 @@ class Embedder:
 
     @classmethod
     def from_checkpoint(cls, path, given, defaults, device):
-        """The Embedder of a checkpoint: its config's settings, `given` ones over them, `defaults` where neither
-        says (logged)."""
+        """The Embedder of a checkpoint: its config's settings (completed with the flags its run predates), `given`
+        ones over them, `defaults` where neither says (logged)."""
         checkpoint = read_checkpoint(path)
-        config = checkpoint.get('config') if isinstance(checkpoint, dict) else None
-        settings, defaulted = resolved_settings(config if isinstance(config, dict) else {}, given, defaults)
+        settings, restored = evaluation_settings(config_of(checkpoint), given, defaults)
+        defaulted = [name for name in settings if name not in given and name not in restored]
         if defaulted:
             logger.info('%s records no %s: using %s', path, ', '.join(defaulted),
                         ', '.join(f'--{name} {settings[name]}' for name in defaulted))

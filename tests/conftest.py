@@ -35,14 +35,13 @@ def no_weights_host(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def torch_algorithm_settings():
-    """A test that runs main.py in-process with --deterministic switches torch's process-wide deterministic mode
-    on; every test starts with the settings the previous one found."""
+def torch_algorithm_defaults():
+    """An in-process main.py run with --deterministic (in a test or a module's fixture) switches torch's
+    process-wide deterministic mode on: after every test torch's defaults are back."""
     import torch
-    deterministic, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = benchmark
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = False
 
 
 def class_names(names, n_classes):

@@ -51,6 +51,7 @@ def test_paper_cub_obdsd_command_runs_on_cpu(make_cub200, tmp_path):
     assert glob.glob(f'{offline}/run-{run_id}.wandb')
 
 
+@pytest.mark.slow  # the README's demo, as a process of its own
 def test_digits_demo_reports_recall_every_epoch(tmp_path):
     result = run_script('main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', '2',
                         '--source', tmp_path / 'digits', '--save_path', tmp_path / 'runs')
