@@ -23,6 +23,7 @@ import optuna
 import datasets
 import parameters
 from plumbing.errors import UserError, exit_code
+from plumbing.stop_signals import CaughtSignals
 from reporting.result_table import write_result_tables
 from tuning import report
 from tuning.objective import SearchStopped, Trials
@@ -141,27 +142,12 @@ def checked_setting(opt, base, folds):
     return base_opt, dimensions, metric, save_path
 
 
-class StopRequest:
+class StopRequest(CaughtSignals):
     """SIGINT / SIGTERM (a cluster's pre-emption) stop the search after the running trial's run saved itself
     (while in a `with` block)."""
 
-    def __init__(self):
-        self.received = None
-        self.previous = {}
-
-    def __enter__(self):
-        for number in (signal.SIGINT, signal.SIGTERM):
-            self.previous[number] = signal.signal(number, self.handle)
-        return self
-
-    def __exit__(self, *exc):
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-
-    def handle(self, number, frame):
-        self.received = signal.Signals(number)
-        print(f'{self.received.name} received: stopping the running trial; its parameters are queued again',
-              flush=True)
+    def announce(self):
+        print(f'{self.received} received: stopping the running trial; its parameters are queued again', flush=True)
 
     def __call__(self):
         return self.received is not None
@@ -206,7 +192,7 @@ def main(argv=None):
                 study.enqueue_trial(params, user_attrs={'retry_of': number})
                 best, skipped = report.write_report(study, folder, metric)
                 print_report(study, folder, best, skipped, metric)
-                return 128 + stop.received.value
+                return 128 + signal.Signals[stop.received].value
         best, skipped = report.write_report(study, folder, metric)
         print_report(study, folder, best, skipped, metric)
         if opt.final_runs and best is not None:

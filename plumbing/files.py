@@ -28,30 +28,16 @@ def atomic_write_bytes(path, data):
     The file gets the permissions any other tool would give it under the user's umask (mkstemp alone gives 0600);
     an OSError (e.g. a full disk) becomes a FileWriteError naming the file.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    except OSError as error:
-        raise FileWriteError(path, error) from None
-    try:
-        os.fchmod(handle, 0o666 & ~current_umask())
-        with os.fdopen(handle, 'wb') as stream:
+    def write(temporary):
+        with open(temporary, 'wb') as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        if isinstance(error, OSError):
-            raise FileWriteError(path, error) from None
-        raise
-    sync_folder(folder)
+    atomic_write_with(path, write)
 
 
 def atomic_write_with(path, write):
     """atomic_write_bytes for a writer that wants a file name: `write(temporary_path)` writes the new content (e.g.
-    faiss.write_index, or a stream of CSV rows), which then replaces `path`; nothing is held in memory here."""
+    faiss.write_index, or a stream of CSV rows), which then is flushed to disk and replaces `path`; nothing is held
+    in memory here."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         handle, temporary = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')

@@ -7,18 +7,14 @@ from plumbing import distributed
 logger = logging.getLogger(__name__)
 
 
-class StopSignals:
-    """While active, SIGINT/SIGTERM are recorded instead of killing the process; a second Ctrl-C aborts.
-
-    `received` is what this process got; `requested` is the stop every process agreed on at the last `agree()`,
-    the value that decisions read (under torchrun a signal to any rank stops all ranks at the same step).
-    """
+class CaughtSignals:
+    """While active (in a `with` block), SIGINT/SIGTERM are recorded in `received` (the signal's name) instead of
+    killing the process, and `announce()` says what happens now."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.received = None
-        self.requested = None
         self.previous = {}
 
     def __enter__(self):
@@ -31,9 +27,30 @@ class StopSignals:
             signal.signal(number, handler)
 
     def handle(self, number, frame):
+        self.received = signal.Signals(number).name
+        self.announce()
+
+    def announce(self):
+        raise NotImplementedError
+
+
+class StopSignals(CaughtSignals):
+    """A run's stop signals: the run stops after the current step and saves; a second Ctrl-C aborts.
+
+    `received` is what this process got; `requested` is the stop every process agreed on at the last `agree()`,
+    the value that decisions read (under torchrun a signal to any rank stops all ranks at the same step).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = None
+
+    def handle(self, number, frame):
         if self.received is not None and number == signal.SIGINT:
             raise KeyboardInterrupt
-        self.received = signal.Signals(number).name
+        super().handle(number, frame)
+
+    def announce(self):
         logger.warning('%s received: finishing the current step, then saving a resumable checkpoint '
                        '(Ctrl-C again aborts without saving)', self.received)
 

@@ -281,6 +281,24 @@ def test_a_killed_worker_does_not_block_the_study_its_trial_runs_again(source, t
     assert retried.params == study.trials[0].params
 
 
+@pytest.mark.slow
+def test_sigterm_stops_the_search_after_its_running_trial_whose_parameters_are_queued_again(source, tmp_path):
+    searching = search(source, tmp_path, '--n_trials', '2')
+    run_folder = tmp_path / 'search' / 'cub200_search' / 'cub200' / 'cub200_search_t0000'
+    deadline = time.monotonic() + 300
+    while not (run_folder / 'config.json').exists():
+        assert time.monotonic() < deadline and searching.poll() is None, searching.communicate()
+        time.sleep(0.5)
+    os.kill(searching.pid, signal.SIGTERM)  # the search alone: it stops its trial's run itself
+    out, err = searching.communicate(timeout=300)
+    assert searching.returncode == 128 + signal.SIGTERM, err
+    assert 'SIGTERM received: stopping the running trial; its parameters are queued again' in out
+    _, study = load(tmp_path)
+    first, queued = study.trials
+    assert first.state == TrialState.FAIL and queued.state == TrialState.WAITING
+    assert queued.user_attrs['retry_of'] == 0 and queued.system_attrs['fixed_params'] == first.params  # enqueued
+
+
 def test_the_default_storage_is_a_journal_file_in_the_study_folder(tmp_path):
     storage = storage_of(None, str(tmp_path))
     open_study('s', storage, {}, optuna.pruners.NopPruner())
