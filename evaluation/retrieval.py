@@ -134,19 +134,33 @@ def _precisions_at_hits(sims, query_classes, classes, depth):
     """(Q x depth) float64: precision@i at the positions i where a same-class sample is, else 0; among equally
     similar samples the other-class ones come first (ties never favour the query).
 
-    The order is that of float64 keys: a sample's similarity, lowered for a same-class sample to halfway towards
-    the next smaller float32 value, so it sorts after every equal other-class sample and before every smaller one.
-    Rows are keyed a slice at a time, so the float64 keys take no more memory than `sims`.
+    float32 topk finds the `depth` nearest; only they are then ordered with same-class samples after equal
+    other-class ones. Ties at the last similarity taken (the boundary) may reach beyond the depth: in those rows
+    alone (none, in practice, for a healthy network) the other-class samples of the whole row fill the group
+    first, counted from the row and from the query's class.
     """
-    rows_at_a_time = max(1, (1 << 25) // max(sims.shape[1], 1))
-    hits = []
-    for start in range(0, len(sims), rows_at_a_time):
-        chunk, chunk_classes = sims[start:start + rows_at_a_time], query_classes[start:start + rows_at_a_time]
-        same_class = classes.class_of[None, :] == chunk_classes[:, None]
-        lowered = torch.nextafter(chunk, chunk.new_tensor(-torch.inf)).double().add_(chunk.double()).mul_(0.5)
-        keys = torch.where(same_class, lowered, chunk.double())
-        hits.append(same_class.gather(1, keys.topk(depth, dim=1).indices))
-    is_hit = torch.cat(hits)
+    if depth == 0:
+        return sims.new_zeros((len(sims), 0), dtype=torch.float64)
+    beyond = depth < sims.shape[1]  # one more than the depth says which rows have ties beyond it
+    values, indices = sims.topk(depth + beyond, dim=1)
+    crossing = (values[:, depth] == values[:, depth - 1]).nonzero()[:, 0] if beyond else values.new_empty(0).long()
+    values, indices = values[:, :depth], indices[:, :depth]
+    is_hit = classes.class_of[indices] == query_classes[:, None]
+    # Within the nearest: equal values keep their order, hits after the rest (a stable sort on hit, then value).
+    by_hit = torch.sort(is_hit.to(torch.int8), dim=1, stable=True).indices
+    by_value = torch.sort(values.gather(1, by_hit), dim=1, descending=True, stable=True).indices
+    is_hit = is_hit.gather(1, by_hit.gather(1, by_value))
+    boundary = values[:, -1:]
+    in_group = (values == boundary).sum(1)
+    tied_others = (values == boundary).logical_and_(~is_hit).sum(1)
+    if len(crossing):  # the boundary group reaches beyond the depth: count its other-class samples in the row
+        positives, valid = classes.same_class_samples(query_classes[crossing])
+        rows, row_boundary = sims[crossing], boundary[crossing]
+        tied_positives = (rows.gather(1, positives) == row_boundary).logical_and_(valid).sum(1)
+        tied_others[crossing] = (rows == row_boundary).sum(1) - tied_positives
+    group_position = torch.arange(depth, device=sims.device) - (depth - in_group)[:, None]
+    boundary_hit = group_position >= torch.minimum(in_group, tied_others)[:, None]
+    is_hit = torch.where(group_position >= 0, boundary_hit, is_hit)
     hits_so_far = is_hit.cumsum(1, dtype=torch.float64)
     positions = torch.arange(1, depth + 1, device=sims.device, dtype=torch.float64)
     return hits_so_far / positions * is_hit
