@@ -16,7 +16,6 @@
     python benchmarks/cuda_paths.py --cpu     # the parts a CPU can run (gpu_check.sh's dry check)
 """
 import argparse
-import contextlib
 import os
 import pathlib
 import subprocess
@@ -50,16 +49,6 @@ def check(function):
     return function
 
 
-@contextlib.contextmanager
-def deterministic_algorithms():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
-
-
 def needs_cuda(device):
     if device.type != 'cuda':
         raise Skip('no CUDA device')
@@ -72,7 +61,7 @@ def deterministic_networks(device, quick):
         'resnet50_frozen_normalize_double', 'resnet50_frozen_normalize', 'resnet18_double_normalize',
         'bninception_frozen_normalize_double', 'vit_tiny_patch16_224_normalize']
     os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # as --deterministic sets it
-    with deterministic_algorithms():
+    with runtime.deterministic_algorithms():
         for arch in archs:
             model = architectures.build(arch, 128, pretrained=False, image_size=size).to(device)
             for amp in (False, True):
@@ -99,7 +88,7 @@ class AuthorsDoublePool(nn.Module):
 @check
 def deterministic_probe(device, quick):
     needs_cuda(device)  # adaptive_max_pool2d's CPU backward is deterministic: nothing to catch there
-    with deterministic_algorithms():
+    with runtime.deterministic_algorithms():
         try:
             check_deterministic_backward(AuthorsDoublePool().to(device), device, 32)
         except UserError as error:

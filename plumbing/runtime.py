@@ -1,4 +1,5 @@
 """Devices, seeding, and the random-number-generator states that a resumed run must get back."""
+import contextlib
 import logging
 import os
 import random
@@ -37,6 +38,18 @@ def seed_everything(seed, deterministic=False):
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
+
+
+
+@contextlib.contextmanager
+def deterministic_algorithms():
+    """torch.use_deterministic_algorithms(True) inside the block, as --deterministic sets it; as it was after."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def rng_states():

@@ -1,5 +1,4 @@
 import argparse
-import contextlib
 
 import pytest
 import torch
@@ -8,6 +7,7 @@ import torch.nn as nn
 import architectures
 from run_folder.checkpoint import load_weights
 from plumbing.errors import UserError
+from plumbing.runtime import deterministic_algorithms
 from authors_checkpoint import authors_state_dict, expected_embeddings, fixed_input
 
 
@@ -123,17 +123,6 @@ def test_authors_checkpoint_gives_the_authors_embeddings(tmp_path, arch):
     with torch.no_grad():
         embeddings = model.eval()(fixed_input())
     assert torch.allclose(embeddings, torch.tensor(expected_embeddings()[arch]), atol=1e-4)
-
-
-@contextlib.contextmanager
-def deterministic_algorithms():
-    """torch.use_deterministic_algorithms(True) (as --deterministic sets it) inside, as it was outside."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
 
 
 def refuse_adaptive_max_pool(*args, **kwargs):

@@ -14,6 +14,7 @@ from engine import training
 from engine.optimization import build_optimizer
 from engine.teacher import make_teacher
 from engine.training import EpochProgress, NonFiniteLoss, skips_on_device, teacher_forward, train_one_epoch
+from plumbing.runtime import deterministic_algorithms
 
 EPOCH = 1  # the distillation term is on, so the teacher runs
 
@@ -210,10 +211,8 @@ class Probed(nn.Module):
 
 @pytest.fixture
 def deterministic():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
+    with deterministic_algorithms():
+        yield
 
 
 def test_deterministic_probe_turns_torchs_error_into_one_line_naming_the_op(deterministic):
