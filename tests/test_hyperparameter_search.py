@@ -263,14 +263,19 @@ def test_two_searches_at_once_share_one_study_without_losing_a_trial(source, tmp
     assert len(set(folders)) == 2 and all(os.path.isfile(os.path.join(path, 'summary.json')) for path in folders)
 
 
+def wait_for_the_first_trial_run(process, save_path):
+    """Until the search `process` has started its first trial's run (that run has written its config.json)."""
+    run_folder = save_path / 'search' / 'cub200_search' / 'cub200' / 'cub200_search_t0000'
+    deadline = time.monotonic() + 300
+    while not (run_folder / 'config.json').exists():
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_a_killed_worker_does_not_block_the_study_its_trial_runs_again(source, tmp_path):
     killed = search(source, tmp_path, '--n_trials', '1')
-    run_folder = tmp_path / 'search' / 'cub200_search' / 'cub200' / 'cub200_search_t0000'
-    deadline = time.monotonic() + 300
-    while not (run_folder / 'config.json').exists():
-        assert time.monotonic() < deadline and killed.poll() is None, killed.communicate()
-        time.sleep(0.5)
+    wait_for_the_first_trial_run(killed, tmp_path)
     os.killpg(killed.pid, signal.SIGKILL)  # the worker and its run, as a node failure
     killed.wait()
     out = finished(search(source, tmp_path, '--n_trials', '1'))
@@ -284,11 +289,7 @@ def test_a_killed_worker_does_not_block_the_study_its_trial_runs_again(source, t
 @pytest.mark.slow
 def test_sigterm_stops_the_search_after_its_running_trial_whose_parameters_are_queued_again(source, tmp_path):
     searching = search(source, tmp_path, '--n_trials', '2')
-    run_folder = tmp_path / 'search' / 'cub200_search' / 'cub200' / 'cub200_search_t0000'
-    deadline = time.monotonic() + 300
-    while not (run_folder / 'config.json').exists():
-        assert time.monotonic() < deadline and searching.poll() is None, searching.communicate()
-        time.sleep(0.5)
+    wait_for_the_first_trial_run(searching, tmp_path)
     os.kill(searching.pid, signal.SIGTERM)  # the search alone: it stops its trial's run itself
     out, err = searching.communicate(timeout=300)
     assert searching.returncode == 128 + signal.SIGTERM, err
