@@ -117,6 +117,7 @@ def checked_setting(opt, base, folds):
     evaluated = parameters.parse_args(base, parser).evaluation_metrics
     if metric.removeprefix('val_') not in evaluated:
         raise UserError(f'--objective {opt.objective} is not among --evaluation_metrics {" ".join(evaluated)}')
+
     def probe(fold, dimension=None, value=None):
         """The options of a trial run of `fold` with `dimension` at `value` (the base's value of every other)."""
         searched = [dimension] if dimension else []

@@ -17,6 +17,7 @@ import parameters
 from plumbing.errors import UserError, exit_code
 from reporting.result_table import find_runs, write_result_tables
 
+
 def build_parser():
     parser = argparse.ArgumentParser(prog='Result_Evaluations.py', description=__doc__.split('\n\n')[0])
     parser.add_argument('runs', nargs='+', metavar='RUNS', help='Run folders, folders holding runs, or globs.')
@@ -41,6 +42,7 @@ def main(argv=None):
                                metric_names=opt.metrics)
     print(text + f'\nwrote results.md, results.csv, runs.csv and results.png to {opt.out}')
     return 0
+
 
 if __name__ == '__main__':
     sys.exit(exit_code(main))

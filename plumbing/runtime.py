@@ -40,7 +40,6 @@ def seed_everything(seed, deterministic=False):
         torch.backends.cudnn.benchmark = True
 
 
-
 @contextlib.contextmanager
 def deterministic_algorithms():
     """torch.use_deterministic_algorithms(True) inside the block, as --deterministic sets it; as it was after."""

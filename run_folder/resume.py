@@ -25,6 +25,7 @@ OVERRIDABLE = SESSION_FLAGS | {'source_path', 'kernels', 'gpu', 'evaluate_on_gpu
 """Flags that may differ from the resumed run's: the session's own, where data and hardware are, how long to go
 on."""
 
+
 @dataclass
 class TrainingState:
     """What a run trains and keeps, saved and restored together: the student, its teacher, the loss (with its

@@ -27,6 +27,7 @@ from run_folder.saved_flags import config_of, evaluation_settings
 
 logger = logging.getLogger(__name__)
 
+
 def sha256_of(path):
     """The sha256 of the file at `path` (hex), read a megabyte at a time."""
     digest = hashlib.sha256()
