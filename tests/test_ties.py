@@ -87,6 +87,16 @@ def test_collapsed_embeddings_score_zero(make):
     assert metrics['nmi'] == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize('make', [np.ones, np.zeros, lambda shape, dtype: tied_embeddings(shape[0])],
+                         ids=['identical', 'zero', 'tied'])
+def test_one_class_has_no_negative_to_rank_first_so_every_metric_is_one(make):
+    """With a single class every neighbour is a positive: the rule has nothing to put first, even for collapsed
+    embeddings, and the metrics are 1 by definition (no crash on one cluster)."""
+    metrics = evaluation.compute_metrics(make((30, 12), dtype=np.float32), np.zeros(30, dtype=int),
+                                         RETRIEVAL + ['nmi', 'f1'])
+    assert metrics == {name: pytest.approx(1.0) for name in RETRIEVAL + ['nmi', 'f1']}
+
+
 def test_a_tie_with_a_negative_is_a_miss_and_a_strictly_better_positive_a_hit():
     features = np.array([[1, 0], [1, 1], [1, -1], [-1, 0]], dtype=np.float32)
     labels = np.array([0, 0, 1, 0])
