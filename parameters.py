@@ -106,21 +106,11 @@ def add_network_flags(group):
 
 
 def add_loss_flags(group):
-    group.add_argument('--loss', default='multisimilarity_obd_sd', help='Ranking loss; <name>_obd_sd adds OBD-SD.')
-    group.add_argument('--loss_multisimilarity_pos_weight', type=float, default=2.0)
-    group.add_argument('--loss_multisimilarity_neg_weight', type=float, default=40.0)
-    group.add_argument('--loss_multisimilarity_margin', type=float, default=0.1)
-    group.add_argument('--loss_multisimilarity_thresh', type=float, default=0.5)
-    group.add_argument('--loss_margin_margin', type=float, default=0.2)
-    group.add_argument('--loss_margin_beta', type=float, default=1.2)
-    group.add_argument('--loss_margin_beta_lr', type=float, default=0.0005)
-    group.add_argument('--loss_margin_beta_constant', action='store_true')
-    group.add_argument('--loss_margin_nu', type=float, default=0.0)
-    group.add_argument('--loss_triplet_margin', type=float, default=0.2)
-    group.add_argument('--loss_contrastive_pos_margin', type=float, default=0.0)
-    group.add_argument('--loss_contrastive_neg_margin', type=float, default=1.0)
-    group.add_argument('--miner_distance_lower_cutoff', type=float, default=0.5)
-    group.add_argument('--miner_distance_upper_cutoff', type=float, default=1.4)
+    import criteria
+
+    group.add_argument('--loss', default='multisimilarity_obd_sd',
+                       help=f'One of {", ".join(criteria.MODULES)}; <name>_obd_sd adds OBD-SD (--PSD, --OBDP).')
+    criteria.add_flags(group)
 
 
 def add_distillation_flags(group):
@@ -243,8 +233,7 @@ def validate(opt):
     from run_folder.folder import check_run_name
 
     datasets.check_dataset_name(opt.dataset)
-    if opt.loss not in criteria.LOSSES:
-        raise UserError(f'unknown --loss {opt.loss!r}; choose one of {", ".join(criteria.LOSSES)}')
+    criteria.check(opt.loss, opt)
     architectures.check(opt.arch, opt.image_size)
     for name, value in vars(opt).items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -276,9 +265,6 @@ def validate(opt):
         (opt.evaluate_every >= 1, f'--evaluate_every must be at least 1, got {opt.evaluate_every}'),
         (opt.image_size >= 16, f'--image_size must be at least 16, got {opt.image_size}'),
         (0 < opt.tv_split_perc < 1, f'--tv_split_perc must be in (0, 1), got {opt.tv_split_perc}'),
-        (not opt.OBDP or opt.PSD, '--OBDP diffuses the self-distillation target: add --PSD'),
-        (not opt.PSD or opt.loss.endswith('_obd_sd'),
-         f'--PSD needs an OBD-SD loss: use --loss {opt.loss.removesuffix("_obd_sd")}_obd_sd'),
         (not (opt.pretrained_path and opt.not_pretrained), '--pretrained_path and --not_pretrained exclude each other'),
         (opt.split_file is None or opt.dataset == 'folder',
          f'--split_file is for --dataset folder; --dataset {opt.dataset} has its own split'),

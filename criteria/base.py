@@ -12,16 +12,26 @@ def loss_dtype(*tensors):
 
 
 class Criterion(nn.Module):
-    """A loss called as `criterion(batch, labels, teacher_batch=None, epoch=0)` -> scalar tensor.
+    """A loss called as `criterion(batch, labels, teacher_batch=None, epoch=0, indices_tuple=None)` -> scalar tensor.
 
     Ranking losses ignore `teacher_batch` and `epoch`; they are part of the signature so the
-    training loop calls every criterion the same way. `terms` holds the named parts of the last
-    loss for logging (empty for a loss that has a single part).
+    training loop calls every criterion the same way. A loss with a batch miner (`miner`) uses the tuples of
+    `indices_tuple` (index tensors into the batch, as the miner returns them) where given, and mines its own
+    otherwise, as pytorch-metric-learning's losses do. `terms` holds the named parts of the last loss for
+    logging (empty for a loss that has a single part).
     """
 
-    def __init__(self):
+    def __init__(self, miner=None):
         super().__init__()
         self.terms = {}
+        self.miner = miner
+
+    def tuples(self, batch, labels, indices_tuple=None):
+        """`indices_tuple` where given, else what the miner mines from the batch."""
+        if indices_tuple is not None:
+            return indices_tuple
+        with torch.no_grad():
+            return self.miner(batch.detach(), labels)
 
     def needs_teacher(self, epoch):
         """Whether forward at `epoch` uses teacher embeddings."""

@@ -5,6 +5,16 @@ from criteria.base import Criterion, loss_dtype
 from criteria.distances import pair_distances
 from criteria.pairs import label_masks
 
+NAME = 'contrastive'
+KIND = 'pair'
+MINERS = ()
+OPTIONS = {'pos_margin': 'loss_contrastive_pos_margin', 'neg_margin': 'loss_contrastive_neg_margin'}
+
+
+def add_flags(group):
+    group.add_argument('--loss_contrastive_pos_margin', type=float, default=0.0)
+    group.add_argument('--loss_contrastive_neg_margin', type=float, default=1.0)
+
 
 def _mean_or_zero(terms):
     return terms.sum() / max(len(terms), 1)
@@ -22,7 +32,7 @@ class ContrastiveLoss(Criterion):
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
 
-    def forward(self, batch, labels, teacher_batch=None, epoch=0):
+    def forward(self, batch, labels, teacher_batch=None, epoch=0, indices_tuple=None):
         embeddings = batch.to(loss_dtype(batch))
         positives, negatives = label_masks(labels)
         first, second = torch.triu_indices(len(labels), len(labels), offset=1, device=labels.device)
@@ -31,3 +41,6 @@ class ContrastiveLoss(Criterion):
         is_negative = negatives[first, second]
         return (_mean_or_zero(torch.relu(distances[is_positive] - self.pos_margin))
                 + _mean_or_zero(torch.relu(self.neg_margin - distances[is_negative])))
+
+
+LOSS = ContrastiveLoss

@@ -4,6 +4,19 @@ import torch
 from criteria.base import Criterion, loss_dtype
 from criteria.pairs import label_masks
 
+NAME = 'multisimilarity'
+KIND = 'pair'
+MINERS = ()
+OPTIONS = {'pos_weight': 'loss_multisimilarity_pos_weight', 'neg_weight': 'loss_multisimilarity_neg_weight',
+           'margin': 'loss_multisimilarity_margin', 'threshold': 'loss_multisimilarity_thresh'}
+
+
+def add_flags(group):
+    group.add_argument('--loss_multisimilarity_pos_weight', type=float, default=2.0)
+    group.add_argument('--loss_multisimilarity_neg_weight', type=float, default=40.0)
+    group.add_argument('--loss_multisimilarity_margin', type=float, default=0.1)
+    group.add_argument('--loss_multisimilarity_thresh', type=float, default=0.5)
+
 
 def _log_one_plus_sum_exp(values, mask):
     """Row-wise log(1 + sum over mask of exp(values)), stable: logsumexp with an appended zero."""
@@ -27,7 +40,7 @@ class MultiSimilarityLoss(Criterion):
         self.margin = margin
         self.threshold = threshold
 
-    def forward(self, batch, labels, teacher_batch=None, epoch=0):
+    def forward(self, batch, labels, teacher_batch=None, epoch=0, indices_tuple=None):
         embeddings = batch.to(loss_dtype(batch))
         similarity = embeddings @ embeddings.T
         positives, negatives = label_masks(labels)
@@ -44,3 +57,6 @@ class MultiSimilarityLoss(Criterion):
             _log_one_plus_sum_exp(-self.pos_weight * shifted, hard_positives) / self.pos_weight
             + _log_one_plus_sum_exp(self.neg_weight * shifted, hard_negatives) / self.neg_weight)
         return per_anchor[kept].sum() / kept.sum().clamp(min=1)
+
+
+LOSS = MultiSimilarityLoss

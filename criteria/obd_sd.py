@@ -68,8 +68,8 @@ class ObdSdLoss(Criterion):
         """Whether forward at this epoch uses teacher embeddings (not in epoch 0)."""
         return self.kd_weight(epoch) > 0
 
-    def forward(self, batch, labels, teacher_batch=None, epoch=0):
-        loss_rank = self.base_loss(batch, labels)
+    def forward(self, batch, labels, teacher_batch=None, epoch=0, indices_tuple=None):
+        loss_rank = self.base_loss(batch, labels, indices_tuple=indices_tuple)
         weight = self.kd_weight(epoch)
         if weight > 0:
             if teacher_batch is None:

@@ -52,12 +52,24 @@ class TrainingState:
         state = checkpoint['training_state']
         self.model.load_state_dict(checkpoint['state_dict'])
         self.teacher.load_state_dict(state.get('teacher', checkpoint['state_dict']))
-        self.criterion.load_state_dict(state['criterion'])
+        load_criterion_state(self.criterion, state['criterion'])
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
         set_rng_states(state['rng'])
         self.summary = RunSummary.from_dict(state['summary'], self.summary.metric_names)
         return state['epoch'], EpochProgress(**state['progress']), state['online_run_id']
+
+
+def load_criterion_state(criterion, state):
+    """Load the loss's saved state; a checkpoint saved before its miner kept a generator of its own leaves that
+    miner's generator freshly seeded (a warning says so), anything else missing or unexpected is an error."""
+    result = criterion.load_state_dict(state, strict=False)
+    without_generator = [key for key in result.missing_keys if key.endswith('_extra_state')]
+    if result.unexpected_keys or len(without_generator) != len(result.missing_keys):
+        raise UserError(f'the checkpoint\'s loss state does not fit --loss (missing {result.missing_keys}, '
+                        f'unexpected {result.unexpected_keys}); resume with the run\'s own flags')
+    if without_generator:
+        logger.warning('the checkpoint predates the batch miner\'s own generator: mining goes on from a fresh one')
 
 
 def options_for_resume(checkpoint, opt, explicit, path):

@@ -61,7 +61,7 @@ def test_passes_flags_to_the_constructors():
     base = ms.base_loss
     assert (base.pos_weight, base.neg_weight, base.margin, base.threshold) == (3.0, 30.0, 0.2, 0.4)
     margin = criteria.select('margin', make_opt(**{**vars(opt), 'PSD': False, 'OBDP': False}), n_classes=7)
-    assert (margin.margin, margin.nu, margin.lower_cutoff, margin.upper_cutoff) == (0.3, 0.01, 0.6, 1.3)
+    assert (margin.margin, margin.nu, margin.miner.lower_cutoff, margin.miner.upper_cutoff) == (0.3, 0.01, 0.6, 1.3)
     assert torch.equal(margin.beta.detach(), torch.full((7,), 1.1))
     assert margin.param_groups(1e-5)[0]['lr'] == 0.1
     constant = criteria.select('margin', make_opt(loss_margin_beta_constant=True), n_classes=10)
@@ -96,7 +96,7 @@ def test_unknown_loss_lists_the_known_ones():
 
 
 def test_psd_needs_an_obd_sd_loss():
-    with pytest.raises(UserError, match='--PSD needs a \\*_obd_sd loss, e.g. margin_obd_sd'):
+    with pytest.raises(UserError, match='--PSD needs an OBD-SD loss: use --loss margin_obd_sd'):
         criteria.select('margin', make_opt(PSD=True))
 
 

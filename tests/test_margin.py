@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from criteria.margin import MarginLoss
-from criteria.miners import distance_weighted_triplets
+from criteria.miners.distance import DistanceMiner, distance_weighted_triplets
 from criteria_references import gradient, margin_reference, random_batch
 
 
@@ -18,8 +18,8 @@ def test_matches_loop_reference_on_mined_triplets(n_classes, per_class, seed, nu
     triplets = distance_weighted_triplets(embeddings, labels, generator=torch.Generator().manual_seed(seed))
     criterion = MarginLoss(n_classes, margin=0.2, nu=nu).double()
     criterion.beta.data = random_betas(n_classes, seed)
-    loss, grad = gradient(lambda x: criterion.loss_for_triplets(x, labels, *triplets), embeddings)
-    beta_grad = torch.autograd.grad(criterion.loss_for_triplets(embeddings, labels, *triplets), criterion.beta)[0]
+    loss, grad = gradient(lambda x: criterion(x, labels, indices_tuple=triplets), embeddings)
+    beta_grad = torch.autograd.grad(criterion(embeddings, labels, indices_tuple=triplets), criterion.beta)[0]
 
     beta = criterion.beta.detach().clone().requires_grad_()
     as_list = list(zip(*(index.tolist() for index in triplets)))
@@ -32,20 +32,19 @@ def test_matches_loop_reference_on_mined_triplets(n_classes, per_class, seed, nu
     torch.testing.assert_close(beta_grad, expected_beta_grad, rtol=1e-6, atol=1e-12)
 
 
-def test_forward_mines_with_the_global_generator():
+def test_forward_mines_with_the_miners_seeded_generator():
     embeddings, labels = random_batch(4, 4, seed=3)
-    criterion = MarginLoss(4)
-    torch.manual_seed(11)
+    criterion = MarginLoss(4, miner=DistanceMiner(seed=11))
+    torch.manual_seed(0)
     loss = criterion(embeddings, labels)
-    torch.manual_seed(11)
-    triplets = distance_weighted_triplets(embeddings, labels)
-    torch.testing.assert_close(loss, criterion.loss_for_triplets(embeddings, labels, *triplets))
+    triplets = distance_weighted_triplets(embeddings, labels, generator=torch.Generator().manual_seed(11))
+    torch.testing.assert_close(loss, criterion(embeddings, labels, indices_tuple=triplets))
 
 
 def test_no_triplets_gives_zero_with_gradient():
     embeddings, labels = random_batch(4, 4, seed=3)
     no_triplets = [torch.tensor([], dtype=torch.long)] * 3
-    loss = MarginLoss(4).loss_for_triplets(embeddings, labels, *no_triplets)
+    loss = MarginLoss(4)(embeddings, labels, indices_tuple=no_triplets)
     loss.backward()
     assert loss.item() == 0 and torch.equal(embeddings.grad, torch.zeros_like(embeddings))
 
@@ -64,16 +63,15 @@ def test_constant_beta_is_not_optimised():
     triplets = distance_weighted_triplets(embeddings, labels, generator=torch.Generator().manual_seed(0))
     as_list = list(zip(*(index.tolist() for index in triplets)))
     expected = margin_reference(embeddings, labels, as_list, torch.full((5,), 1.1, dtype=torch.float64), 0.2, 0.0)
-    torch.testing.assert_close(criterion.loss_for_triplets(embeddings, labels, *triplets), expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(criterion(embeddings, labels, indices_tuple=triplets), expected, rtol=1e-6, atol=0)
 
 
 def test_half_precision_input_gives_float32_loss():
     embeddings, labels = random_batch(4, 4, seed=5)
     half = embeddings.detach().to(torch.bfloat16)
-    torch.manual_seed(12)
-    loss = MarginLoss(4)(half, labels)
+    loss = MarginLoss(4, miner=DistanceMiner(seed=12))(half, labels)
     assert loss.dtype == torch.float32
-    torch.manual_seed(12)
-    triplets = list(zip(*(index.tolist() for index in distance_weighted_triplets(half, labels))))
+    generator = torch.Generator().manual_seed(12)
+    triplets = list(zip(*(index.tolist() for index in distance_weighted_triplets(half, labels, generator=generator))))
     expected = margin_reference(half.double(), labels, triplets, torch.full((4,), 1.2, dtype=torch.float64), 0.2, 0.0)
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=0)

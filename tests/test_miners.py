@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from criteria.miners import distance_weighted_triplets, negative_sampling_probabilities, semihard_triplets
+from criteria.miners.distance import distance_weighted_triplets, negative_sampling_probabilities
+from criteria.miners.semihard import semihard_triplets
 from criteria_references import distance, random_batch
 
 

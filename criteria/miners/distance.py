@@ -1,27 +1,19 @@
-"""Triplet miners: each returns index tensors (anchors, positives, negatives) into the batch."""
+"""Distance-weighted sampling (Wu et al., ICCV 2017): negatives drawn with weight 1/q(d)."""
 import math
 
 import torch
 
 from criteria.distances import pairwise_distances
+from criteria.miners.base import Miner
 from criteria.pairs import label_masks
 
+NAME = 'distance'
+OPTIONS = {'lower_cutoff': 'miner_distance_lower_cutoff', 'upper_cutoff': 'miner_distance_upper_cutoff'}
 
-def semihard_triplets(embeddings, labels, margin):
-    """One triplet per positive pair (a, p) that has a semi-hard negative.
 
-    Semi-hard negatives n satisfy d_ap < d_an < d_ap + margin (FaceNet); the closest of them is
-    taken. Positive pairs without any semi-hard negative give no triplet.
-    """
-    distances = pairwise_distances(embeddings.detach().to(torch.float64))
-    positives, negatives = label_masks(labels)
-    anchors, positive_indices = positives.nonzero(as_tuple=True)
-    d_ap = distances[anchors, positive_indices][:, None]
-    d_an = distances[anchors]
-    semihard = negatives[anchors] & (d_an > d_ap) & (d_an < d_ap + margin)
-    closest = d_an.masked_fill(~semihard, float('inf')).argmin(dim=1)
-    found = semihard.any(dim=1)
-    return anchors[found], positive_indices[found], closest[found]
+def add_flags(group):
+    group.add_argument('--miner_distance_lower_cutoff', type=float, default=0.5)
+    group.add_argument('--miner_distance_upper_cutoff', type=float, default=1.4)
 
 
 def _log_inverse_sphere_density(distances, dim):
@@ -63,3 +55,19 @@ def distance_weighted_triplets(embeddings, labels, lower_cutoff=0.5, upper_cutof
     positive_indices = torch.multinomial(positives[anchors].double(), 1, generator=generator).squeeze(1)
     negative_indices = torch.multinomial(probabilities[anchors], 1, generator=generator).squeeze(1)
     return anchors, positive_indices, negative_indices
+
+
+class DistanceMiner(Miner):
+    """distance_weighted_triplets, drawn from the miner's generator."""
+
+    def __init__(self, lower_cutoff=0.5, upper_cutoff=1.4, seed=0):
+        super().__init__(seed)
+        self.lower_cutoff = lower_cutoff
+        self.upper_cutoff = upper_cutoff
+
+    def forward(self, embeddings, labels):
+        return distance_weighted_triplets(embeddings, labels, self.lower_cutoff, self.upper_cutoff,
+                                          generator=self.generator(embeddings.device))
+
+
+MINER = DistanceMiner
