@@ -1,7 +1,8 @@
 """Test helpers for criteria/: random batches and float64 loop implementations of each loss formula.
 
-The references follow the formulas in DESIGN.md §4 and the loss docstrings one scalar at a time,
-sharing no code with criteria/, so that autograd through them gives independent gradients.
+The references follow the formulas in DESIGN.md §4 and the authors' criteria/<name>.py files one tuple (or one
+scalar) at a time, sharing no code with criteria/, so that autograd through them gives independent gradients.
+AUTHORS_LOOPS names the reference of each loss for the tests and benchmarks/loss_speed.py.
 """
 import math
 
@@ -62,39 +63,97 @@ def multisimilarity_reference(x, labels, **settings):
     return sum(per_anchor.values()) / len(per_anchor)
 
 
+def triplet_list(indices_tuple):
+    """[(a, p, n), ...] from index tensors."""
+    return list(zip(*(index.tolist() for index in indices_tuple[:3])))
+
+
+def zero_of(x):
+    return x.sum() * 0
+
+
+# The per-tuple loops below follow the authors' criteria/<name>.py files (ZelongZeng/OBD-SD_Pytorch) one tuple at a
+# time, written from reading them; the loss's settings come from the criterion under test.
+
 def margin_reference(x, labels, triplets, beta, margin, nu):
-    """beta: per-class tensor (may require grad)."""
-    total, nonzero = 0.0, 0
+    """Their margin.py: d = sqrt(|a - b|² + 1e-8); divisor = triplets with pos_loss > 0 OR neg_loss > 0 (a bool `+`);
+    nu * sum(beta) added after the division. beta: per-class tensor (may require grad)."""
+    if not triplets:
+        return zero_of(x)
+    total, any_active, beta_sum = 0.0, 0, 0.0
     for a, p, n in triplets:
         class_beta = beta[labels[a]]
-        positive_term = torch.relu(distance(x, a, p) - class_beta + margin)
-        negative_term = torch.relu(class_beta - distance(x, a, n) + margin)
-        nonzero += int(positive_term.item() > 0) + int(negative_term.item() > 0)
-        total = total + positive_term + negative_term + nu * class_beta
-    return total / nonzero if nonzero else total
+        d_ap = (((x[a] - x[p]) ** 2).sum() + 1e-8) ** 0.5
+        d_an = (((x[a] - x[n]) ** 2).sum() + 1e-8) ** 0.5
+        positive_term = torch.relu(d_ap - class_beta + margin)
+        negative_term = torch.relu(class_beta - d_an + margin)
+        any_active += int(positive_term.item() > 0 or negative_term.item() > 0)
+        total = total + positive_term + negative_term
+        beta_sum = beta_sum + class_beta
+    loss = total / any_active if any_active else total
+    return loss + nu * beta_sum if nu else loss
 
 
 def triplet_reference(x, triplets, margin):
+    """Their triplet.py: relu(|a - p|² - |a - n|² + margin), the mean over all triplets."""
     if not triplets:
-        return x.sum() * 0
-    terms = [torch.relu(distance(x, a, p) - distance(x, a, n) + margin) for a, p, n in triplets]
+        return zero_of(x)
+    terms = [torch.relu(((x[a] - x[p]) ** 2).sum() - ((x[a] - x[n]) ** 2).sum() + margin) for a, p, n in triplets]
     return sum(terms) / len(terms)
 
 
-def _mean_or_zero(terms):
-    return sum(terms) / len(terms) if terms else 0.0
+def pairwise_distance_reference(u, v, eps=1e-6):
+    """nn.PairwiseDistance(p=2): |u - v + eps|."""
+    return (((u - v + eps) ** 2).sum()) ** 0.5
 
 
-def contrastive_reference(x, labels, pos_margin, neg_margin):
-    labels = labels.tolist()
-    positive_terms, negative_terms = [], []
+def contrastive_reference(x, triplets, pos_margin, neg_margin):
+    """Their contrastive.py: the mean over the triplets' (a, p) pairs of relu(d - pos_margin) plus the mean over their
+    (a, n) pairs of relu(neg_margin - d), d nn.PairwiseDistance's."""
+    if not triplets:
+        return zero_of(x)
+    positive_terms = [torch.relu(pairwise_distance_reference(x[a], x[p]) - pos_margin) for a, p, _ in triplets]
+    negative_terms = [torch.relu(neg_margin - pairwise_distance_reference(x[a], x[n])) for a, _, n in triplets]
+    return sum(positive_terms) / len(triplets) + sum(negative_terms) / len(triplets)
+
+
+def multisimilarity_loop(x, labels, pos_weight, neg_weight, margin, threshold):
+    """Their multisimilarity.py, anchor by anchor (tensor operations within an anchor); 0 where no anchor counts."""
+    similarity = x @ x.T
+    terms = []
     for i in range(len(labels)):
-        for j in range(i + 1, len(labels)):
-            if labels[i] == labels[j]:
-                positive_terms.append(torch.relu(distance(x, i, j) - pos_margin))
-            else:
-                negative_terms.append(torch.relu(neg_margin - distance(x, i, j)))
-    return _mean_or_zero(positive_terms) + _mean_or_zero(negative_terms)
+        positive = (labels == labels[i]) & (torch.arange(len(labels)) != i)
+        positive_sims, negative_sims = similarity[i][positive], similarity[i][labels != labels[i]]
+        if not len(positive_sims) or not len(negative_sims):
+            continue
+        hard_negatives = negative_sims[negative_sims + margin > positive_sims.min()]
+        hard_positives = positive_sims[positive_sims - margin < negative_sims.max()]
+        if not len(hard_negatives) or not len(hard_positives):
+            continue
+        terms.append(torch.log(1 + torch.exp(-pos_weight * (hard_positives - threshold)).sum()) / pos_weight
+                     + torch.log(1 + torch.exp(neg_weight * (hard_negatives - threshold)).sum()) / neg_weight)
+    return sum(terms) / len(terms) if terms else zero_of(x)
+
+
+AUTHORS_LOOPS = {
+    'multisimilarity': lambda x, labels, tuples, c: multisimilarity_loop(x, labels, c.pos_weight, c.neg_weight,
+                                                                          c.margin, c.threshold),
+    'margin': lambda x, labels, tuples, c: margin_reference(x, labels.tolist(), triplet_list(tuples), c.beta,
+                                                            c.margin, c.nu),
+    'triplet': lambda x, labels, tuples, c: triplet_reference(x, triplet_list(tuples), c.margin),
+    'contrastive': lambda x, labels, tuples, c: contrastive_reference(x, triplet_list(tuples), c.pos_margin,
+                                                                      c.neg_margin),
+}
+"""{loss name: fn(embeddings, labels, indices_tuple, criterion) -> loss}: the per-tuple loop of the authors' file,
+with the criterion's settings and the tuples given (quadruplet: four index tensors, the fourth samples last)."""
+
+
+def given_tuples(criterion, embeddings, labels):
+    """Tuples for AUTHORS_LOOPS and the criterion alike: what its miner mines (None for a loss without a miner)."""
+    if getattr(criterion, 'miner', None) is None:
+        return None
+    tuples = criterion.miner(embeddings.detach(), labels)
+    return tuples
 
 
 def softmax_rows(matrix):
