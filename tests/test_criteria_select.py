@@ -21,7 +21,8 @@ def make_opt(**overrides):
 
 def test_names():
     assert set(criteria.LOSSES) == set(criteria.MODULES) | {name + '_obd_sd' for name in criteria.MODULES}
-    assert {'multisimilarity', 'margin', 'triplet', 'contrastive'} <= set(criteria.MODULES)
+    assert {'multisimilarity', 'margin', 'triplet', 'contrastive', 'lifted', 'npair', 'angular', 'quadruplet', 'snr',
+            'histogram', 'ap_loss'} <= set(criteria.MODULES)
     for name, module in criteria.MODULES.items():
         assert module.NAME == name and module.KIND in ('pair', 'proxy', 'classification')
 
@@ -65,10 +66,40 @@ def test_passes_flags_to_the_constructors():
     assert (contrastive.pos_margin, contrastive.neg_margin) == (0.1, 0.9)
 
 
+def test_passes_the_flags_of_the_other_pair_losses():
+    opt = make_opt(loss_lifted_neg_margin=0.7, loss_lifted_l2=0.01, loss_npair_l2=0.02, loss_angular_alpha=30.0,
+                   loss_angular_npair_ang_weight=1.5, loss_angular_npair_l2=0.03, loss_quadruplet_margin_alpha_1=0.3,
+                   loss_quadruplet_margin_alpha_2=0.4, loss_snr_margin=0.6, loss_snr_reg_lambda=0.07,
+                   loss_histogram_nbins=33, loss_ap_loss_anneal=0.02, batch_mining=None, seed=5)
+    lifted = criteria.select('lifted', opt)
+    assert (lifted.margin, lifted.l2_weight) == (0.7, 0.01)
+    npair = criteria.select('npair', opt)
+    assert (npair.l2_weight, npair.scale) == (0.02, 1.0)
+    assert criteria.select('npair', make_opt(arch='bninception_frozen_normalize')).scale == 0.25
+    angular = criteria.select('angular', opt)
+    assert (angular.squared_tangent, angular.angular_weight, angular.l2_weight) == pytest.approx((1 / 3, 1.5, 0.03))
+    quadruplet = criteria.select('quadruplet', opt)
+    assert (quadruplet.margin_alpha_1, quadruplet.margin_alpha_2) == (0.3, 0.4)
+    assert (quadruplet.miner.seed, quadruplet.fourth_source.seed) == (5, 6), 'the two generators differ'
+    snr = criteria.select('snr', make_opt(**{**vars(opt), 'batch_mining': 'softhard'}))
+    assert (snr.margin, snr.reg_lambda) == (0.6, 0.07)
+    assert criteria.select('histogram', opt).nbins == 33
+    assert criteria.select('ap_loss', opt).anneal == 0.02
+
+
+@pytest.mark.parametrize('batch_mining, reg_lambda', [(None, 0.0), ('distance', 0.0), ('random_distance', 0.0),
+                                                      ('random', 0.005), ('softhard', 0.005)])
+def test_snr_drops_its_regulariser_with_the_distance_miners_as_the_authors(batch_mining, reg_lambda):
+    """Their snr.py sets reg_lambda to 0 where the miner's name is 'distance', which random_distance calls itself
+    too."""
+    assert criteria.select('snr', make_opt(batch_mining=batch_mining)).reg_lambda == reg_lambda
+
+
 @pytest.mark.parametrize('loss, batch_mining, miner', [
     ('margin', None, 'distance'), ('triplet', None, 'distance'), ('contrastive', None, 'distance'),
-    ('triplet', 'semihard', 'semihard'), ('contrastive', 'random', 'random'),
-    ('margin_obd_sd', 'rho_distance', 'rho_distance')])
+    ('snr', None, 'distance'), ('quadruplet', None, 'distance'), ('lifted', None, 'lifted'), ('npair', None, 'npair'),
+    ('angular', None, 'npair'), ('triplet', 'semihard', 'semihard'), ('contrastive', 'random', 'random'),
+    ('margin_obd_sd', 'rho_distance', 'rho_distance'), ('npair', 'npair', 'npair')])
 def test_batch_mining_picks_the_miner(loss, batch_mining, miner):
     criterion = criteria.select(loss, make_opt(batch_mining=batch_mining, PSD=loss.endswith('_obd_sd')),
                                 n_classes=10)
@@ -77,6 +108,7 @@ def test_batch_mining_picks_the_miner(loss, batch_mining, miner):
 
 def test_the_semihard_miner_takes_the_losss_margin():
     assert criteria.select('triplet', make_opt(batch_mining='semihard', loss_triplet_margin=0.35)).miner.margin == 0.35
+    assert criteria.select('snr', make_opt(batch_mining='semihard', loss_snr_margin=0.45)).miner.margin == 0.45
     assert criteria.select('contrastive', make_opt(batch_mining='semihard')).miner.margin == 0.2
 
 
@@ -88,12 +120,15 @@ def test_a_loss_without_miner_ignores_batch_mining(loss, batch_mining):
 
 
 @pytest.mark.parametrize('loss, batch_mining, message', [
+    ('lifted', 'distance', '--loss lifted does not take --batch_mining distance: choose one of lifted$'),
+    ('npair', 'lifted', '--loss npair does not take --batch_mining lifted: choose one of npair$'),
+    ('angular_obd_sd', 'random', '--loss angular does not take --batch_mining random: choose one of npair$'),
     ('triplet', 'npair', '--loss triplet does not take --batch_mining npair: choose one of random, semihard, '),
     ('margin', 'lifted', '--loss margin does not take --batch_mining lifted'),
     ('margin', 'parametric', 'parametric miner is not available here: it crashes in their code'),
     ('multisimilarity', 'parametric', 'parametric miner is not available here'),
     ('triplet', 'hardest', "unknown --batch_mining 'hardest'; choose one of random, semihard, softhard, distance, "),
-    ('multisimilarity', 'hardest', "unknown --batch_mining 'hardest'"),
+    ('histogram', 'hardest', "unknown --batch_mining 'hardest'"),
 ])
 def test_batch_mining_that_does_not_fit_is_refused_in_one_line(loss, batch_mining, message):
     with pytest.raises(UserError, match=message) as error:
@@ -102,9 +137,12 @@ def test_batch_mining_that_does_not_fit_is_refused_in_one_line(loss, batch_minin
 
 
 def test_the_triplet_losses_take_the_triplet_miners():
-    for name in ('margin', 'triplet', 'contrastive'):
-        assert criteria.MODULES[name].MINERS == TRIPLET_MINERS
-    assert not criteria.MODULES['multisimilarity'].MINERS
+    for name, module in criteria.MODULES.items():
+        if name in ('margin', 'triplet', 'contrastive', 'snr', 'quadruplet'):
+            assert module.MINERS == TRIPLET_MINERS
+    assert (criteria.MODULES['lifted'].MINERS, criteria.MODULES['npair'].MINERS,
+            criteria.MODULES['angular'].MINERS) == (('lifted',), ('npair',), ('npair',))
+    assert not criteria.MODULES['multisimilarity'].MINERS and not criteria.MODULES['histogram'].MINERS
 
 
 @pytest.mark.parametrize('name', ['multisimilarity_obd_sd', *criteria.MODULES])
