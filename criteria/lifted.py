@@ -20,9 +20,19 @@ def add_flags(group):
 
 
 def coordinate_spreads(anchor_embeddings, embeddings, members):
-    """A x D: for anchor a and coordinate d, sqrt(sum over the members b of a of (x_ad - x_bd + 1e-6)²)."""
-    differences = anchor_embeddings[:, None, :] - embeddings[None, :, :] + _PAIRWISE_EPS
-    return torch.einsum('ab,abd->ad', members.to(embeddings.dtype), differences.pow(2)).sqrt()
+    """A x D: for anchor a and coordinate d, sqrt(sum over the members b of a of (x_ad - x_bd + 1e-6)²).
+
+    Computed as n (c - mean)² + (sum of squares - n mean²), c = x_ad + 1e-6 and n, mean the members' count and mean
+    coordinate: two matrix products instead of an A x B x D tensor. The second part, the members' own spread, is
+    clipped at 0 against rounding; the first is exact where the members coincide with the anchor (duplicates).
+    """
+    weights = members.to(embeddings.dtype)
+    counts = weights.sum(dim=1, keepdim=True).clamp(min=1)
+    sums = weights @ torch.cat([embeddings, embeddings * embeddings], dim=1)
+    means, squares = sums.chunk(2, dim=1)
+    means = means / counts
+    own_spread = (squares - counts * means * means).clamp(min=0)
+    return (counts * (anchor_embeddings + _PAIRWISE_EPS - means).pow(2) + own_spread).sqrt()
 
 
 class LiftedLoss(Criterion):
