@@ -23,16 +23,15 @@ def coordinate_spreads(anchor_embeddings, embeddings, members):
     """A x D: for anchor a and coordinate d, sqrt(sum over the members b of a of (x_ad - x_bd + 1e-6)²).
 
     Computed as n (c - mean)² + (sum of squares - n mean²), c = x_ad + 1e-6 and n, mean the members' count and mean
-    coordinate: two matrix products instead of an A x B x D tensor. The second part, the members' own spread, is
+    coordinate: a matrix product instead of an A x B x D tensor. The second part, the members' own spread, is
     clipped at 0 against rounding; the first is exact where the members coincide with the anchor (duplicates).
     """
     weights = members.to(embeddings.dtype)
     counts = weights.sum(dim=1, keepdim=True).clamp(min=1)
-    sums = weights @ torch.cat([embeddings, embeddings * embeddings], dim=1)
-    means, squares = sums.chunk(2, dim=1)
-    means = means / counts
-    own_spread = (squares - counts * means * means).clamp(min=0)
-    return (counts * (anchor_embeddings + _PAIRWISE_EPS - means).pow(2) + own_spread).sqrt()
+    sums, square_sums = (weights @ torch.cat([embeddings, embeddings * embeddings], dim=1)).chunk(2, dim=1)
+    means = sums / counts
+    own_spread = (square_sums - sums * means).clamp(min=0)
+    return torch.addcmul(own_spread, counts, (anchor_embeddings + _PAIRWISE_EPS - means).square()).sqrt()
 
 
 class LiftedLoss(Criterion):
@@ -57,10 +56,11 @@ class LiftedLoss(Criterion):
         embeddings = batch.to(loss_dtype(batch))
         if len(anchors) == 0:
             return embeddings.sum() * 0
-        anchor_embeddings = embeddings[anchors]
-        positive_term = torch.logsumexp(coordinate_spreads(anchor_embeddings, embeddings, positives), dim=1)
-        negative_term = torch.logsumexp(self.margin - coordinate_spreads(anchor_embeddings, embeddings, negatives),
-                                        dim=1)
+        anchor_embeddings = embeddings[anchors].repeat(2, 1)
+        positive_spreads, negative_spreads = coordinate_spreads(anchor_embeddings, embeddings,
+                                                                torch.cat([positives, negatives])).chunk(2)
+        positive_term = torch.logsumexp(positive_spreads, dim=1)
+        negative_term = torch.logsumexp(self.margin - negative_spreads, dim=1)
         return (torch.relu(positive_term + negative_term).mean()
                 + self.l2_weight * torch.linalg.vector_norm(embeddings, dim=1).mean())
 

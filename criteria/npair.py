@@ -49,7 +49,9 @@ class NpairLoss(Criterion):
 
     def forward(self, batch, labels, teacher_batch=None, epoch=0, indices_tuple=None):
         anchors, positives, negatives = self.tuples(batch, labels, indices_tuple)
-        embeddings = batch.to(loss_dtype(batch)) * self.scale
+        embeddings = batch.to(loss_dtype(batch))
+        if self.scale != 1:
+            embeddings = embeddings * self.scale
         if len(anchors) == 0:
             return embeddings.sum() * 0
         return (npair_terms(embeddings, anchors, positives, negatives).mean()

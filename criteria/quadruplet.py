@@ -65,7 +65,7 @@ class QuadrupletLoss(Criterion):
         embeddings = batch.to(loss_dtype(batch))
         d_ap = torch.linalg.vector_norm(embeddings[anchors] - embeddings[positives], dim=1)
         d_an = torch.linalg.vector_norm(embeddings[anchors] - embeddings[negatives], dim=1)
-        d_nm = torch.linalg.vector_norm(embeddings[negatives][:, None, :] - embeddings[fourth][None, :, :], dim=2)
+        d_nm = torch.cdist(embeddings[negatives], embeddings[fourth], compute_mode='donot_use_mm_for_euclid_dist')
         triplet_terms = torch.relu(d_ap - d_an + self.margin_alpha_1)
         quadruplet_terms = torch.relu(d_ap[:, None] - d_nm + self.margin_alpha_2)
         return (triplet_terms.sum() / max(triplet_terms.numel(), 1)
