@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from criteria.base import Criterion, loss_dtype
-from criteria.npair import log_one_plus_sum_exp, npair_terms
+from criteria.npair import log_one_plus_sum_exp
 
 NAME = 'angular'
 KIND = 'pair'
@@ -46,11 +46,15 @@ class AngularLoss(Criterion):
         if len(anchors) == 0:
             return embeddings.sum() * 0
         normalised = F.normalize(embeddings, dim=1)
-        anchor_side, positive_side = normalised[anchors], normalised[positives]
-        angular_values = (4 * self.squared_tangent * (anchor_side + positive_side) @ normalised.T
-                          - 2 * (1 + self.squared_tangent) * (anchor_side * positive_side).sum(dim=1, keepdim=True))
-        angular = log_one_plus_sum_exp(angular_values, negatives).mean()
-        npair = npair_terms(embeddings, anchors, positives, negatives, clamp=_NPAIR_CLAMP).mean()
+        unit_anchors, unit_positives = normalised[anchors], normalised[positives]
+        # One batched product: [x_a . x_n] for the N-pair term, [(x̂_a + x̂_p) . x̂_n] for the angular one.
+        products = torch.bmm(torch.stack([embeddings[anchors], unit_anchors + unit_positives]),
+                             torch.stack([embeddings, normalised]).transpose(1, 2))
+        npair_values = (products[0] - products[0].gather(1, positives[:, None])).clamp(-_NPAIR_CLAMP, _NPAIR_CLAMP)
+        anchor_positive = (unit_anchors * unit_positives).sum(dim=1, keepdim=True)
+        angular_values = 4 * self.squared_tangent * products[1] - 2 * (1 + self.squared_tangent) * anchor_positive
+        npair, angular = log_one_plus_sum_exp(torch.cat([npair_values, angular_values]),
+                                              negatives.repeat(2, 1)).view(2, -1).mean(dim=1)
         return npair + self.angular_weight * angular + self.l2_weight * torch.linalg.vector_norm(embeddings,
                                                                                                  dim=1).mean()
 
