@@ -38,6 +38,14 @@ def miner_name(module, batch_mining):
     return miners.DEFAULT if miners.DEFAULT in module.MINERS else module.MINERS[0]
 
 
+def describe(loss, opt):
+    """`loss` with the batch miner it uses, for logs: e.g. 'margin_obd_sd (batch miner distance)'."""
+    module = MODULES[loss.removesuffix(OBD_SD_SUFFIX)]
+    if not module.MINERS:
+        return loss
+    return f'{loss} (batch miner {miner_name(module, getattr(opt, "batch_mining", None))})'
+
+
 def check(loss, opt):
     """Raise UserError (one line, what to do) where `loss` is unknown, or --batch_mining or the distillation flags do
     not fit it."""

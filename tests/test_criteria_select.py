@@ -183,3 +183,19 @@ def test_psd_needs_an_obd_sd_loss():
 def test_obdp_needs_psd(name):
     with pytest.raises(UserError, match='--OBDP'):
         criteria.select(name, make_opt(OBDP=True))
+
+
+@pytest.mark.parametrize('loss, batch_mining, described', [
+    ('margin', None, 'margin (batch miner distance)'), ('lifted_obd_sd', None, 'lifted_obd_sd (batch miner lifted)'),
+    ('triplet', 'softhard', 'triplet (batch miner softhard)'), ('multisimilarity_obd_sd', 'random',
+                                                               'multisimilarity_obd_sd')])
+def test_describe_names_the_miner_in_use(loss, batch_mining, described):
+    assert criteria.describe(loss, make_opt(batch_mining=batch_mining)) == described
+
+
+def test_a_dry_run_prints_the_loss_and_its_miner(tmp_path, capsys):
+    from runs import run_main
+
+    assert run_main('--dataset', 'digits', '--source_path', tmp_path, '--loss', 'npair', '--dry_run') == 0
+    assert 'loss: npair (batch miner npair)\n' in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
