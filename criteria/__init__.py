@@ -3,8 +3,8 @@
 Each loss is one module in this package, listed in MODULES, that describes itself:
 - NAME: the --loss value; `<NAME>_obd_sd` is the same loss with the OBD-SD term (criteria.obd_sd);
 - KIND: 'pair' (tuples of the batch), 'proxy' (learned class proxies) or 'classification' (a learned class map);
-- MINERS: the batch miners (criteria.miners) it accepts, as the authors allow them; empty where it mines its own pairs
-  or needs none (it then ignores --batch_mining);
+- MINERS: the batch miners (criteria.miners) it accepts, as the authors allow them (less those whose tuples it cannot
+  use); empty where it mines its own pairs or needs none (it then ignores --batch_mining);
 - OPTIONS: {keyword: opt attribute} of the flags its constructor takes;
 - USES_CLASSES (optional, default False): whether its constructor takes `n_classes`, the training classes' count;
 - add_flags(group): its flags, with the authors' names and defaults;
