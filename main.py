@@ -102,8 +102,8 @@ def main(argv=None):
     online = OnlineLog(opt.log_online and distributed.is_main(), opt.project, opt.group, os.path.basename(folder),
                        run.summary.config, folder, run_id=resumed and online_id,
                        collective_timeout_s=opt.dist_timeout * 60)
-    logger.info('run folder %s | %d training images of %d classes | %s on %s | batches: %s', folder,
-                len(data['training']), data['training'].n_classes, opt.arch, device,
+    logger.info('run folder %s | %d training images of %d classes | %s on %s | loss %s | batches: %s', folder,
+                len(data['training']), data['training'].n_classes, opt.arch, device, criteria.describe(opt.loss, opt),
                 datasampler.DRAWS[opt.data_sampler])
     if opt.amp:
         logger.info(evaluation.AMP_NOTE)
@@ -183,6 +183,7 @@ def dry_run(opt):
     print(json.dumps(config, indent=2))
     if opt.applied_defaults:
         print(applied_defaults_line(opt.dataset, opt.applied_defaults))
+    print(f'loss: {criteria.describe(opt.loss, opt)}')
     print(f'batches: {datasampler.DRAWS[opt.data_sampler]}')
     if splits is not None:
         print(f'splits listed: {datasets.describe_splits(splits)}')

@@ -1,13 +1,14 @@
-"""Contrastive loss over all pairs of the batch."""
+"""Contrastive loss on the miner's (anchor, positive) and (anchor, negative) pairs, as the authors'
+criteria/contrastive.py computes it."""
 import torch
+import torch.nn.functional as F
 
 from criteria.base import Criterion, loss_dtype
-from criteria.distances import pair_distances
-from criteria.pairs import label_masks
+from criteria.miners import TRIPLET_MINERS
 
 NAME = 'contrastive'
 KIND = 'pair'
-MINERS = ()
+MINERS = TRIPLET_MINERS
 OPTIONS = {'pos_margin': 'loss_contrastive_pos_margin', 'neg_margin': 'loss_contrastive_neg_margin'}
 
 
@@ -21,26 +22,24 @@ def _mean_or_zero(terms):
 
 
 class ContrastiveLoss(Criterion):
-    """mean_{positive pairs} relu(d - pos_margin) + mean_{negative pairs} relu(neg_margin - d).
+    """mean_k relu(d(a_k, p_k) - pos_margin) + mean_k relu(neg_margin - d(a_k, n_k)) over the triplets k.
 
-    d is the plain (not squared) Euclidean distance; each unordered pair counts once, and a mean
-    over no pairs is 0.
+    d is torch's pairwise distance |a - b + 1e-6| (nn.PairwiseDistance, as the authors); each triplet gives one
+    positive and one negative pair, repeats included; a mean over no triplets is 0.
     """
 
-    def __init__(self, pos_margin=0.0, neg_margin=1.0):
-        super().__init__()
+    def __init__(self, pos_margin=0.0, neg_margin=1.0, miner=None):
+        super().__init__(miner)
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
 
     def forward(self, batch, labels, teacher_batch=None, epoch=0, indices_tuple=None):
+        anchors, positives, negatives = self.tuples(batch, labels, indices_tuple)
         embeddings = batch.to(loss_dtype(batch))
-        positives, negatives = label_masks(labels)
-        first, second = torch.triu_indices(len(labels), len(labels), offset=1, device=labels.device)
-        distances = pair_distances(embeddings, first, second)
-        is_positive = positives[first, second]
-        is_negative = negatives[first, second]
-        return (_mean_or_zero(torch.relu(distances[is_positive] - self.pos_margin))
-                + _mean_or_zero(torch.relu(self.neg_margin - distances[is_negative])))
+        positive_distances = F.pairwise_distance(embeddings[anchors], embeddings[positives])
+        negative_distances = F.pairwise_distance(embeddings[anchors], embeddings[negatives])
+        return (_mean_or_zero(torch.relu(positive_distances - self.pos_margin))
+                + _mean_or_zero(torch.relu(self.neg_margin - negative_distances)))
 
 
 LOSS = ContrastiveLoss

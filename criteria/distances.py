@@ -1,14 +1,5 @@
-"""Euclidean distances between embeddings."""
+"""Euclidean distances between embeddings, for mining."""
 import torch
-
-# Keeps the gradient of sqrt finite (zero) when two embeddings coincide.
-_SQRT_EPS = 1e-12
-
-
-def pair_distances(embeddings, first, second):
-    """Distances between embeddings[first[k]] and embeddings[second[k]] for every k (differentiable)."""
-    difference = embeddings[first] - embeddings[second]
-    return (difference.pow(2).sum(dim=1) + _SQRT_EPS).sqrt()
 
 
 def pairwise_distances(embeddings):

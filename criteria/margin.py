@@ -1,16 +1,20 @@
-"""Margin loss (Wu et al., ICCV 2017) with learnable per-class boundaries beta."""
+"""Margin loss (Wu et al., ICCV 2017) with learnable per-class boundaries beta, as the authors' criteria/margin.py
+computes it."""
 import torch
 from torch import nn
 
 from criteria.base import Criterion, loss_dtype
-from criteria.distances import pair_distances
+from criteria.miners import TRIPLET_MINERS
 
 NAME = 'margin'
 KIND = 'pair'
-MINERS = ('distance',)
+MINERS = TRIPLET_MINERS
 OPTIONS = {'margin': 'loss_margin_margin', 'beta': 'loss_margin_beta', 'beta_constant': 'loss_margin_beta_constant',
            'nu': 'loss_margin_nu', 'beta_lr': 'loss_margin_beta_lr'}
 USES_CLASSES = True
+
+# The authors' distance: sqrt(|a - b|² + 1e-8).
+_SQRT_EPS = 1e-8
 
 
 def add_flags(group):
@@ -21,13 +25,18 @@ def add_flags(group):
     group.add_argument('--loss_margin_nu', type=float, default=0.0)
 
 
-class MarginLoss(Criterion):
-    """sum(relu(d_ap - beta + margin) + relu(beta - d_an + margin) + nu * beta) / #nonzero terms.
+def triplet_distances(embeddings, first, second):
+    """sqrt(|x_first - x_second|² + 1e-8) for every pair (first[k], second[k])."""
+    return ((embeddings[first] - embeddings[second]).pow(2).sum(dim=1) + _SQRT_EPS).sqrt()
 
-    beta is the anchor's class boundary (one learnable value per training class, trained at `beta_lr`), or the
-    fixed `beta` when `beta_constant`. As in Wu et al., the nu * beta regularisation is summed over the triplets
-    and divided by the count of nonzero hinge terms together with them; with no nonzero term the sum itself is
-    returned.
+
+class MarginLoss(Criterion):
+    """sum(relu(d_ap - beta + margin) + relu(beta - d_an + margin)) / #triplets with an active hinge + nu * sum(beta).
+
+    As the authors' code: the divisor counts the triplets with either hinge above 0 (their `+` of two bool tensors
+    is an OR), 1 where none is; nu * (the anchors' betas summed over the triplets) is added after the division, and
+    only where nu is not 0. beta is the anchor's class boundary (one learnable value per training class, trained at
+    `beta_lr`), or the fixed `beta` when `beta_constant`. Without triplets the loss is 0.
     """
 
     def __init__(self, n_classes, margin=0.2, beta=1.2, beta_constant=False, nu=0.0, beta_lr=0.0005, miner=None):
@@ -50,11 +59,13 @@ class MarginLoss(Criterion):
         anchors, positives, negatives = self.tuples(batch, labels, indices_tuple)
         embeddings = batch.to(loss_dtype(batch))
         beta = self.beta[labels[anchors]].to(embeddings.dtype)
-        positive_terms = torch.relu(pair_distances(embeddings, anchors, positives) - beta + self.margin)
-        negative_terms = torch.relu(beta - pair_distances(embeddings, anchors, negatives) + self.margin)
-        nonzero_terms = (positive_terms > 0).sum() + (negative_terms > 0).sum()
-        total = (positive_terms + negative_terms).sum() + self.nu * beta.sum()
-        return total / nonzero_terms.clamp(min=1)
+        positive_terms = torch.relu(triplet_distances(embeddings, anchors, positives) - beta + self.margin)
+        negative_terms = torch.relu(beta - triplet_distances(embeddings, anchors, negatives) + self.margin)
+        active = ((positive_terms > 0) | (negative_terms > 0)).sum().clamp(min=1)
+        loss = (positive_terms + negative_terms).sum() / active
+        if self.nu:
+            loss = loss + self.nu * beta.sum()
+        return loss
 
 
 LOSS = MarginLoss

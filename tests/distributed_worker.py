@@ -1,8 +1,8 @@
 """Run by tests/test_distributed.py, alone (`python`) or under `torchrun --nproc_per_node=2`:
 
-    step SOURCE OUT ARCH...  for each ARCH, one epoch of a single training step at epoch 1 (the teacher term on);
-                       rank 0 saves the loss terms and the weights before and after into OUT.<ARCH>, every rank its
-                       loss into OUT.<ARCH>.rank<r>
+    step SOURCE OUT ARCH...  for each ARCH (ARCH:LOSS for another --loss than multisimilarity_obd_sd), one epoch
+                       of a single training step at epoch 1 (the teacher term on); rank 0 saves the loss terms and
+                       the weights before and after into OUT.<ARCH>, every rank its loss into OUT.<ARCH>.rank<r>
     shards LENGTH OUT  ShardSampler + gather_shards over a dataset of LENGTH items; rank 0 saves what it gathered
     evaluate SOURCE OUT  main.evaluate of an untrained network on the In-Shop folder SOURCE (query and gallery
                        embedded in shards); rank 0 saves the metrics and the gathered embeddings into OUT (npz)
@@ -51,9 +51,11 @@ def step(source, out, archs):
     opt = parameters.parse_args(tiny_run_flags(source, os.path.dirname(out), **STEP_FLAGS))
     device = distributed.init(opt.dist_backend, opt.gpu, opt.bs, opt.samples_per_class, opt.dist_timeout)
     data = datasets.select(opt)
-    for arch in archs:
-        opt.arch = arch
-        arch_step(opt, data, device, f'{out}.{arch}')
+    loss = opt.loss
+    for item in archs:
+        opt.arch, _, chosen = item.partition(':')
+        opt.loss = chosen or loss
+        arch_step(opt, data, device, f'{out}.{item}')
     distributed.teardown()
 
 

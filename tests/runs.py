@@ -78,3 +78,29 @@ def tiny_run_flags(source, save_path, **overrides):
         if value is not None:
             args += value if isinstance(value, list) else [str(value)]
     return args
+
+
+def recording_criteria(monkeypatch):
+    """Every training step of the runs to come, as [{'epoch', 'loss', 'labels', 'gradient'}]: the criterion main.py
+    selects records its loss, the batch's labels and the size (sum of |.|) of the gradient it sends into the
+    embeddings."""
+    import criteria
+
+    steps, select = [], criteria.select
+
+    def recording_select(loss, opt, n_classes=None):
+        criterion = select(loss, opt, n_classes=n_classes)
+        forward = criterion.forward
+
+        def recording_forward(batch, labels, teacher_batch=None, epoch=0):
+            value = forward(batch, labels, teacher_batch=teacher_batch, epoch=epoch)
+            step = {'epoch': epoch, 'loss': value.item(), 'labels': labels.tolist(), 'gradient': 0.0}
+            batch.register_hook(lambda grad: step.update(gradient=grad.abs().sum().item()))
+            steps.append(step)
+            return value
+
+        criterion.forward = recording_forward
+        return criterion
+
+    monkeypatch.setattr(criteria, 'select', recording_select)
+    return steps

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from benchmarks import eval_speed, search_speed, train_speed
+from benchmarks import eval_speed, loss_speed, search_speed, train_speed
 
 
 def positive(value):
@@ -145,3 +145,21 @@ def test_search_speed_reports_consistent_rates_ratios_and_recall(tmp_path, capsy
             assert f'{setting}: recall@5 {found["recall"]:.4f}' in printed
     # One list of four: every nprobe searches it all, so the IVF sweep is exact; HNSW on 24 vectors is too.
     assert all(found['recall'] == 1 for found in report['sweep']['ivf'].values())
+
+
+def test_loss_speed_times_ours_the_authors_loop_and_the_library_on_the_same_tuples(tmp_path, capsys):
+    """Every timing positive, each ratio the quotient of its two timings, as printed; the library column only for
+    the losses it has."""
+    report = tmp_path / 'loss_speed.json'
+    results = loss_speed.main(['--bs', '16', '--dim', '8', '--classes', '10', '--rounds', '1', '--round_seconds',
+                               '0.001', '--losses', 'margin', 'quadruplet', 'histogram', '--json', str(report)])
+    assert json.loads(report.read_text()) == results and list(results) == ['margin', 'quadruplet', 'histogram']
+    printed = capsys.readouterr().out
+    for name, row in results.items():
+        assert all(positive(row[key]) for key in ('ours', 'ours_with_mining', 'loop')), row
+        assert row['loop_over_ours'] == pytest.approx(row['loop'] / row['ours'])
+        assert re.search(rf'^{name} .* {row["loop_over_ours"]:.1f} ', printed, re.MULTILINE), printed
+    assert results['quadruplet']['library'] is None and results['quadruplet']['library_over_ours'] is None
+    assert results['margin']['library_over_ours'] == pytest.approx(results['margin']['library']
+                                                                   / results['margin']['ours'])
+    assert results['margin']['miner'] == 'distance' and results['histogram']['miner'] == ''

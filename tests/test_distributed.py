@@ -87,7 +87,9 @@ def one_process(*args):
                           text=True, timeout=240)
 
 
-STEP_ARCHS = ('resnet18_frozen_normalize', 'vit_tiny_patch16_224_normalize')
+STEP_ARCHS = ('resnet18_frozen_normalize', 'vit_tiny_patch16_224_normalize',
+              'resnet18_frozen_normalize:quadruplet_obd_sd')
+"""The last with a loss that mines its triplets and draws its fourth samples: every process draws what one would."""
 
 
 @pytest.mark.slow

@@ -1,10 +1,10 @@
-"""MarginLoss against a float64 loop implementation, on given triplets and through its miner."""
+"""MarginLoss against a float64 loop of the authors' margin.py, on given triplets and through its miner."""
 import pytest
 import torch
 
 from criteria.margin import MarginLoss
 from criteria.miners.distance import DistanceMiner, distance_weighted_triplets
-from criteria_references import gradient, margin_reference, random_batch
+from criteria_references import gradient, margin_reference, random_batch, triplet_list
 
 
 def random_betas(n_classes, seed):
@@ -22,7 +22,7 @@ def test_matches_loop_reference_on_mined_triplets(n_classes, per_class, seed, nu
     beta_grad = torch.autograd.grad(criterion(embeddings, labels, indices_tuple=triplets), criterion.beta)[0]
 
     beta = criterion.beta.detach().clone().requires_grad_()
-    as_list = list(zip(*(index.tolist() for index in triplets)))
+    as_list = triplet_list(triplets)
     expected, expected_grad = gradient(lambda x: margin_reference(x, labels, as_list, beta, 0.2, nu), embeddings)
     expected_beta_grad = torch.autograd.grad(margin_reference(embeddings, labels, as_list, beta, 0.2, nu), beta)[0]
 
@@ -30,6 +30,28 @@ def test_matches_loop_reference_on_mined_triplets(n_classes, per_class, seed, nu
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(beta_grad, expected_beta_grad, rtol=1e-6, atol=1e-12)
+
+
+def test_divisor_counts_triplets_with_any_active_hinge_and_nu_is_added_after_it():
+    """The authors' `(pos > 0) + (neg > 0)` on bool tensors is an OR: a triplet with two active hinges counts once,
+    and nu * sum(beta) comes after the division. Two triplets, beta 1.2, margin 0.2: the first has both hinges
+    active, the second only its positive one (2 triplets with an active hinge; 3 active hinges)."""
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.0, -1.0], [-1.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    triplets = [torch.tensor([0, 3]), torch.tensor([1, 2]), torch.tensor([2, 4])]
+
+    def distance(i, j):
+        return (((embeddings[i] - embeddings[j]) ** 2).sum().item() + 1e-8) ** 0.5
+
+    hinges = [distance(0, 1) - 1.0, 1.4 - distance(0, 2), distance(3, 2) - 1.0, 1.4 - distance(3, 4)]
+    assert [h > 0 for h in hinges] == [True, True, True, False]
+    total = sum(max(h, 0) for h in hinges)
+    loss = MarginLoss(3)(embeddings, labels, indices_tuple=triplets)
+    assert loss.item() == pytest.approx(total / 2, rel=1e-6)
+    assert loss.item() != pytest.approx(total / 3, rel=1e-3)  # the count of active hinges
+    with_nu = MarginLoss(3, nu=0.1)(embeddings, labels, indices_tuple=triplets)
+    assert with_nu.item() == pytest.approx(total / 2 + 0.1 * (1.2 + 1.2), rel=1e-6)
+    assert with_nu.item() != pytest.approx((total + 0.1 * 2.4) / 2, rel=1e-3)  # nu inside the division
 
 
 def test_forward_mines_with_the_miners_seeded_generator():
@@ -44,7 +66,14 @@ def test_forward_mines_with_the_miners_seeded_generator():
 def test_no_triplets_gives_zero_with_gradient():
     embeddings, labels = random_batch(4, 4, seed=3)
     no_triplets = [torch.tensor([], dtype=torch.long)] * 3
-    loss = MarginLoss(4)(embeddings, labels, indices_tuple=no_triplets)
+    loss = MarginLoss(4, nu=0.1)(embeddings, labels, indices_tuple=no_triplets)
+    loss.backward()
+    assert loss.item() == 0 and torch.equal(embeddings.grad, torch.zeros_like(embeddings))
+
+
+def test_a_batch_of_one_class_gives_zero():
+    embeddings, _ = random_batch(1, 6, seed=3)
+    loss = MarginLoss(4, miner=DistanceMiner())(embeddings, torch.zeros(6, dtype=torch.long))
     loss.backward()
     assert loss.item() == 0 and torch.equal(embeddings.grad, torch.zeros_like(embeddings))
 
@@ -61,7 +90,7 @@ def test_constant_beta_is_not_optimised():
     assert criterion.param_groups(1e-5) == [] and list(criterion.parameters()) == []
     embeddings, labels = random_batch(5, 2, seed=4)
     triplets = distance_weighted_triplets(embeddings, labels, generator=torch.Generator().manual_seed(0))
-    as_list = list(zip(*(index.tolist() for index in triplets)))
+    as_list = triplet_list(triplets)
     expected = margin_reference(embeddings, labels, as_list, torch.full((5,), 1.1, dtype=torch.float64), 0.2, 0.0)
     torch.testing.assert_close(criterion(embeddings, labels, indices_tuple=triplets), expected, rtol=1e-6, atol=0)
 
@@ -72,6 +101,6 @@ def test_half_precision_input_gives_float32_loss():
     loss = MarginLoss(4, miner=DistanceMiner(seed=12))(half, labels)
     assert loss.dtype == torch.float32
     generator = torch.Generator().manual_seed(12)
-    triplets = list(zip(*(index.tolist() for index in distance_weighted_triplets(half, labels, generator=generator))))
+    triplets = triplet_list(distance_weighted_triplets(half, labels, generator=generator))
     expected = margin_reference(half.double(), labels, triplets, torch.full((4,), 1.2, dtype=torch.float64), 0.2, 0.0)
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=0)

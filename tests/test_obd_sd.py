@@ -2,11 +2,13 @@
 import pytest
 import torch
 
+import criteria
+import parameters
 from criteria.margin import MarginLoss
 from criteria.multisimilarity import MultiSimilarityLoss
 from criteria.obd_sd import ObdSdLoss, diffuse, distillation_loss, similarity_targets
-from criteria_references import (diffused_targets_reference, distillation_reference, gradient,
-                                 multisimilarity_reference, random_batch, teacher_targets_reference)
+from criteria_references import (AUTHORS_LOOPS, diffused_targets_reference, distillation_reference, given_tuples,
+                                 gradient, multisimilarity_reference, random_batch, teacher_targets_reference)
 
 
 def student_and_teacher(n_classes=4, per_class=4, seed=0):
@@ -153,3 +155,24 @@ def test_param_groups_come_from_the_base_loss():
     beta_group = {'params': [base.beta], 'lr': 0.01, 'weight_decay': 0.0}
     assert criterion.param_groups(1e-5) == base.param_groups(1e-5) == [beta_group]
     assert obd_sd().param_groups(1e-5) == []
+
+
+@pytest.mark.parametrize('loss', sorted(AUTHORS_LOOPS))
+def test_every_loss_with_obd_sd_adds_the_same_distillation_term(loss):
+    """<loss>_obd_sd = the authors' <loss> (its loop, on the same tuples) + (e/E) * lambda * tau² * L_kd with the
+    diffused target, for every loss: the term does not depend on the loss it is added to."""
+    student, teacher, labels = student_and_teacher(4, 3, seed=9)
+    opt = parameters.build_parser().parse_args(['--loss', f'{loss}_obd_sd', '--PSD', '--OBDP', '--kd_lambda', '2',
+                                                '--kd_tau', '0.5', '--diffusion_w', '0.3', '--diffusion_tau', '0.1',
+                                                '--n_epochs', '10'])
+    criterion = criteria.select(opt.loss, opt, n_classes=4).double()
+    tuples = given_tuples(criterion.base_loss, student, labels)
+    loss_value, grad = gradient(lambda x: criterion(x, labels, teacher_batch=teacher, epoch=3, indices_tuple=tuples),
+                                student)
+    targets = diffused_targets_reference(teacher, 0.5, 0.3, 0.1)
+    expected, expected_grad = gradient(
+        lambda x: (AUTHORS_LOOPS[loss](x, labels, tuples, criterion.base_loss)
+                   + 3 / 10 * 2.0 * 0.5 ** 2 * distillation_reference(x, targets, 0.5)), student)
+    torch.testing.assert_close(loss_value, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-12)
+    assert criterion.terms['loss_kd'].item() > 0

@@ -10,6 +10,15 @@ ORIGINAL_DEFAULTS = {
     'diffusion_w': 0.99, 'diffusion_tau': 1, 'tau': [1000], 'gamma': 0.3, 'optim': 'adam', 'kernels': 6,
     'save_path': 'Training_Results', 'loss': 'multisimilarity_obd_sd', 'image_size': 224, 'fc_lr': -1,
     'augmentation': 'base', 'PSD': False, 'OBDP': False, 'dry_run': False, 'data_sampler': 'class_random',
+    # The losses' and miners' flags (their parameters.py); --batch_mining None resolves to their 'distance'.
+    'loss_contrastive_pos_margin': 0, 'loss_contrastive_neg_margin': 1, 'loss_triplet_margin': 0.2,
+    'loss_margin_margin': 0.2, 'loss_margin_beta_lr': 0.0005, 'loss_margin_beta': 1.2, 'loss_margin_nu': 0,
+    'loss_margin_beta_constant': False, 'loss_npair_l2': 0.005, 'loss_angular_alpha': 45,
+    'loss_angular_npair_ang_weight': 2, 'loss_angular_npair_l2': 0.005, 'loss_lifted_neg_margin': 1,
+    'loss_lifted_l2': 0.005, 'loss_quadruplet_margin_alpha_1': 0.2, 'loss_quadruplet_margin_alpha_2': 0.2,
+    'loss_histogram_nbins': 65, 'loss_snr_margin': 0.2, 'loss_snr_reg_lambda': 0.005, 'batch_mining': None,
+    'miner_distance_lower_cutoff': 0.5, 'miner_distance_upper_cutoff': 1.4, 'miner_rho_distance_lower_cutoff': 0.5,
+    'miner_rho_distance_upper_cutoff': 1.4, 'miner_rho_distance_cp': 0.2,
 }
 
 
@@ -47,7 +56,10 @@ def test_digits_defaults_only_where_the_user_set_nothing():
     (['--kd_tau', '0'], '--kd_tau must be positive'),
     (['--embed_dim', '0'], '--embed_dim must be positive'),
     (['--n_epochs', '0'], '--n_epochs must be at least 1'),
-    (['--loss', 'arcface'], 'unknown --loss'),
+    (['--loss', 'npairs'], 'unknown --loss'),
+    (['--loss', 'adversarial_separation'], 'needs the multi-head DiVA network'),
+    (['--loss', 'lifted', '--batch_mining', 'distance'], 'does not take --batch_mining distance: choose one of lifted'),
+    (['--loss', 'margin', '--batch_mining', 'parametric'], 'parametric miner is not available'),
     (['--arch', 'vggnet16'], 'unknown --arch'),  # vgg16 itself is a timm model
     (['--dataset', 'imagenet'], 'unknown --dataset'),
     (['--evaluation_metrics', 'e_recall@1', 'recall@x'], 'recall@x'),

@@ -85,6 +85,24 @@ def test_stop_mid_epoch_then_resume_matches(data, reference, tmp_path, monkeypat
 
 
 @pytest.mark.slow
+def test_a_quadruplet_run_stopped_mid_epoch_mines_and_draws_what_the_run_left_alone_did(data, tmp_path,
+                                                                                       monkeypatch):
+    """The distance miner's generator and quadruplet's own (its fourth samples) travel in the checkpoint: the resumed
+    run draws the tuples the run left alone drew, and ends with its history."""
+    quadruplet = {'--loss': 'quadruplet_obd_sd'}
+    assert run_main(*flags(data, tmp_path, 'alone'), *sum(([k, v] for k, v in quadruplet.items()), [])) == 0
+    alone = comparable(read_summary(tmp_path / 'cub200' / 'alone')['history'])
+    monkeypatch.setattr(main, 'StopSignals', lambda: StopAfterChecks(8))
+    assert run_main(*flags(data, tmp_path, 'cut'), *sum(([k, v] for k, v in quadruplet.items()), [])) == 143
+    folder = tmp_path / 'cub200' / 'cut'
+    state = torch.load(folder / 'last.pth', weights_only=True)['training_state']['criterion']
+    assert {'base_loss.miner._extra_state', 'base_loss.fourth_source._extra_state'} <= state.keys()
+    monkeypatch.undo()
+    assert run_main('--resume', folder) == 0
+    assert_same_history(read_summary(folder)['history'], alone)
+
+
+@pytest.mark.slow
 def test_a_vit_run_stopped_mid_epoch_resumes_to_the_run_left_alone(data, tmp_path, monkeypatch):
     """A timm ViT from a weights file, with AdamW and gradient clipping: weights, optimizer moments and teacher come
     back exactly, and the resumed run needs the weights file no more (the checkpoint holds every weight)."""

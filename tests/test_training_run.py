@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from runs import ROOT, read_summary, run_main, run_script, tiny_run_flags
+from runs import ROOT, read_summary, recording_criteria, run_main, run_script, tiny_run_flags
 
 pytestmark = pytest.mark.slow  # every test here completes a training run
 
@@ -89,32 +89,6 @@ def test_psd_without_obdp_and_validation_split(make_cub200, tmp_path):
     for entry in history:
         for name in ('e_recall@1', 'nmi', 'mAP@R'):
             assert 0 <= entry[f'val_{name}'] <= 1 and 0 <= entry[name] <= 1, name
-
-
-def recording_criteria(monkeypatch):
-    """Every training step of the runs to come, as [{'epoch', 'loss', 'labels', 'gradient'}]: the criterion main.py
-    selects records its loss, the batch's labels and the size (sum of |.|) of the gradient it sends into the
-    embeddings."""
-    import criteria
-
-    steps, select = [], criteria.select
-
-    def recording_select(loss, opt, n_classes=None):
-        criterion = select(loss, opt, n_classes=n_classes)
-        forward = criterion.forward
-
-        def recording_forward(batch, labels, teacher_batch=None, epoch=0):
-            value = forward(batch, labels, teacher_batch=teacher_batch, epoch=epoch)
-            step = {'epoch': epoch, 'loss': value.item(), 'labels': labels.tolist(), 'gradient': 0.0}
-            batch.register_hook(lambda grad: step.update(gradient=grad.abs().sum().item()))
-            steps.append(step)
-            return value
-
-        criterion.forward = recording_forward
-        return criterion
-
-    monkeypatch.setattr(criteria, 'select', recording_select)
-    return steps
 
 
 def test_other_losses_train(make_cub200, tmp_path, monkeypatch):
