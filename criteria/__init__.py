@@ -9,11 +9,13 @@ Each loss is one module in this package, listed in MODULES, that describes itsel
 - add_flags(group): its flags, with the authors' names and defaults;
 - LOSS: the class, a criteria.base.Criterion, constructed with those keywords (and `miner` where MINERS).
 """
-from criteria import contrastive, margin, miners, multisimilarity, triplet
+from criteria import (arcface, contrastive, margin, miners, multisimilarity, proxyanchor, proxynca, softmax,
+                      softtriplet, triplet)
 from criteria.obd_sd import ObdSdLoss
 from plumbing.errors import UserError
 
-MODULES = {module.NAME: module for module in (multisimilarity, margin, triplet, contrastive)}
+MODULES = {module.NAME: module for module in (multisimilarity, margin, triplet, contrastive, proxynca, softmax, arcface,
+                                              softtriplet, proxyanchor)}
 OBD_SD_SUFFIX = '_obd_sd'
 LOSSES = tuple(MODULES) + tuple(name + OBD_SD_SUFFIX for name in MODULES)
 

@@ -5,10 +5,15 @@ import pytest
 import torch
 
 import criteria
+from criteria.arcface import ArcFaceLoss
 from criteria.contrastive import ContrastiveLoss
 from criteria.margin import MarginLoss
 from criteria.multisimilarity import MultiSimilarityLoss
 from criteria.obd_sd import ObdSdLoss
+from criteria.proxyanchor import ProxyAnchorLoss
+from criteria.proxynca import ProxyNcaLoss
+from criteria.softmax import NormalizedSoftmaxLoss
+from criteria.softtriplet import SoftTripleLoss
 from criteria.triplet import TripletLoss
 from plumbing.errors import UserError
 
@@ -22,13 +27,19 @@ def make_opt(**overrides):
         loss_margin_beta_lr=0.0005,
         loss_triplet_margin=0.2, loss_contrastive_pos_margin=0.0, loss_contrastive_neg_margin=1.0,
         miner_distance_lower_cutoff=0.5, miner_distance_upper_cutoff=1.4,
+        embed_dim=16, seed=0, loss_proxynca_lrmulti=50.0, loss_softmax_lr=1e-5, loss_softmax_temperature=0.05,
+        loss_arcface_lr=5e-4, loss_arcface_angular_margin=0.5, loss_arcface_feature_scale=16.0,
+        loss_softtriplet_n_centroids=2, loss_softtriplet_margin_delta=0.01, loss_softtriplet_gamma=0.1,
+        loss_softtriplet_lambda=8.0, loss_softtriplet_reg_weight=0.2, loss_softtriplet_lrmulti=1.0,
+        loss_proxyanchor_alpha=32.0, loss_proxyanchor_delta=0.1, loss_proxyanchor_lrmulti=100.0,
         PSD=False, OBDP=False, kd_lambda=1.0, kd_tau=1.0, diffusion_w=0.0, diffusion_tau=1.0, n_epochs=150)
     flags.update(overrides)
     return argparse.Namespace(**flags)
 
 
 BASE_TYPES = {'multisimilarity': MultiSimilarityLoss, 'margin': MarginLoss, 'triplet': TripletLoss,
-              'contrastive': ContrastiveLoss}
+              'contrastive': ContrastiveLoss, 'proxynca': ProxyNcaLoss, 'softmax': NormalizedSoftmaxLoss,
+              'arcface': ArcFaceLoss, 'softtriplet': SoftTripleLoss, 'proxyanchor': ProxyAnchorLoss}
 
 
 def test_names():

@@ -47,7 +47,7 @@ def test_digits_defaults_only_where_the_user_set_nothing():
     (['--kd_tau', '0'], '--kd_tau must be positive'),
     (['--embed_dim', '0'], '--embed_dim must be positive'),
     (['--n_epochs', '0'], '--n_epochs must be at least 1'),
-    (['--loss', 'arcface'], 'unknown --loss'),
+    (['--loss', 'adversarial_separation'], 'unknown --loss'),
     (['--arch', 'vggnet16'], 'unknown --arch'),  # vgg16 itself is a timm model
     (['--dataset', 'imagenet'], 'unknown --dataset'),
     (['--evaluation_metrics', 'e_recall@1', 'recall@x'], 'recall@x'),
