@@ -37,6 +37,11 @@ def check(loss, opt):
         raise UserError(f'--PSD needs an OBD-SD loss: use --loss {loss}{OBD_SD_SUFFIX}')
 
 
+def kind(loss):
+    """The KIND of `loss`, one of LOSSES ('pair', 'proxy' or 'classification')."""
+    return MODULES[loss.removesuffix(OBD_SD_SUFFIX)].KIND
+
+
 def build_loss(name, opt, n_classes=None):
     """The loss `name` (a MODULES key, no suffix) with its flags from `opt` and, where it mines, its miner."""
     module = MODULES[name]

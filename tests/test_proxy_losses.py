@@ -12,6 +12,7 @@ import criteria
 import parameters
 from criteria.obd_sd import diffuse, distillation_loss, distillation_weight, similarity_targets
 from engine.optimization import build_optimizer, build_scheduler
+from plumbing.errors import UserError
 from proxy_references import AUTHORS_LOOPS
 from test_optimization import TinyEmbedder
 
@@ -322,3 +323,20 @@ def test_select_passes_every_flag_to_the_constructors():
     rates = {name: criterion.param_groups(opt.lr)[0]['lr'] for name, criterion in built.items()}
     assert rates == pytest.approx({'proxynca': 0.02, 'softmax': 0.003, 'arcface': 0.004, 'softtriplet': 0.01,
                                    'proxyanchor': 0.1})
+
+
+@pytest.mark.parametrize('loss', ['proxyanchor', 'softmax_obd_sd'])
+def test_proxy_and_classification_losses_take_one_sample_per_class(loss):
+    """They need no positive pair (nor a negative in the batch): --samples_per_class 1, even one class a batch."""
+    parameters.parse_args(['--loss', loss, '--samples_per_class', '1', '--bs', '8'])
+    parameters.parse_args(['--loss', loss, '--samples_per_class', '4', '--bs', '4'])
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--loss', 'proxynca', '--samples_per_class', '0'], '--samples_per_class must be at least 1, got 0'),
+    (['--loss', 'margin', '--samples_per_class', '0'], 'at least 2 for the pair-based loss margin, got 0'),
+    (['--loss', 'margin', '--samples_per_class', '1', '--bs', '8'], 'at least 2 for the pair-based loss margin'),
+    (['--loss', 'margin', '--samples_per_class', '4', '--bs', '4'], 'gives one class per batch')])
+def test_samples_per_class_limits(args, message):
+    with pytest.raises(UserError, match=message):
+        parameters.parse_args(args)
