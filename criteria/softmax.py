@@ -3,7 +3,6 @@ pytorch-metric-learning's NormalizedSoftmaxLoss."""
 import math
 
 import torch
-
 from pytorch_metric_learning.distances import DotProductSimilarity
 from pytorch_metric_learning.losses import NormalizedSoftmaxLoss as LibraryLoss
 
