@@ -239,16 +239,18 @@ def validate(opt):
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f'--{name} must be a finite number, got {value}')
     check_run_name(opt.savename or opt.group, '--savename' if opt.savename else '--group')
+    pairs = criteria.kind(opt.loss) == 'pair'  # proxy and classification losses need no positive or negative pair
     checks = [
         (opt.n_epochs >= 1, f'--n_epochs must be at least 1, got {opt.n_epochs}'),
         (opt.embed_dim > 0, f'--embed_dim must be positive, got {opt.embed_dim}'),
         (opt.bs > 0, f'--bs must be positive, got {opt.bs}'),
-        (opt.samples_per_class >= 2,
-         f'--samples_per_class must be at least 2 for the pair-based loss {opt.loss}, got {opt.samples_per_class}'),
-        (opt.bs % opt.samples_per_class == 0,
+        (opt.samples_per_class >= (2 if pairs else 1),
+         f'--samples_per_class must be at least 2 for the pair-based loss {opt.loss}, got {opt.samples_per_class}'
+         if pairs else f'--samples_per_class must be at least 1, got {opt.samples_per_class}'),
+        (opt.bs % max(opt.samples_per_class, 1) == 0,
          f'--bs {opt.bs} is not divisible by --samples_per_class {opt.samples_per_class}; '
          f'use e.g. --bs {max(opt.samples_per_class, opt.bs - opt.bs % max(opt.samples_per_class, 1))}'),
-        (opt.bs // max(opt.samples_per_class, 1) >= 2,
+        (not pairs or opt.bs // max(opt.samples_per_class, 1) >= 2,
          f'--bs {opt.bs} / --samples_per_class {opt.samples_per_class} gives one class per batch; the ranking loss '
          f'needs at least 2 classes (negatives): use --bs {2 * opt.samples_per_class} or more'),
         (0 <= opt.seed < 2 ** 32, f'--seed must be in 0 .. {2 ** 32 - 1}, got {opt.seed}'),

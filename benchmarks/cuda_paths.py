@@ -11,11 +11,15 @@
   and so does an older checkpoint's list of every GPU's state.
 - faiss_this_device: k-means with --evaluate_on_gpu places its index on the current device and clusters as the CPU.
 - deterministic_run: a digits run with --deterministic, a _double network and --evaluate_on_gpu, to its end.
+- learned_loss_parameters: every loss with parameters of its own (proxies, class maps, centroids, beta) on the
+  device: they stay there in float32, bfloat16 embeddings (as under --amp) give a float32 loss and gradients that
+  match float64 on the CPU, under deterministic algorithms, and a fused Adam step moves them.
 
     python benchmarks/cuda_paths.py           # on a GPU machine (about a minute)
     python benchmarks/cuda_paths.py --cpu     # the parts a CPU can run (gpu_check.sh's dry check)
 """
 import argparse
+import copy
 import os
 import pathlib
 import subprocess
@@ -31,7 +35,10 @@ import torch.nn.functional as F
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import architectures  # noqa: E402  (needs the repository root on the path)
+import criteria  # noqa: E402
+import parameters  # noqa: E402
 from architectures.embedding_net import global_max_pool  # noqa: E402
+from engine.optimization import build_optimizer  # noqa: E402
 from engine.training import check_deterministic_backward  # noqa: E402
 from evaluation import clustering  # noqa: E402
 from plumbing import runtime  # noqa: E402
@@ -158,6 +165,54 @@ def deterministic_run(device, quick):
                                 env={**os.environ, 'WANDB_MODE': 'disabled'})
     assert result.returncode == 0, f'exit {result.returncode}: {result.stderr.strip()[-600:]}'
     return f'{" ".join(command[2:])}: exit 0'
+
+
+@check
+def learned_loss_parameters(device, quick):
+    n_classes, embed_dim = (20, 16) if quick else (100, 128)
+    opt = parameters.build_parser().parse_args(['--embed_dim', str(embed_dim)])
+    generator = torch.Generator().manual_seed(0)
+    embeddings = F.normalize(torch.randn(112, embed_dim, generator=generator), dim=1).to(torch.bfloat16)
+    labels = torch.randint(0, n_classes, (56,), generator=generator).repeat_interleave(2)
+    checked, worst = [], 0.0
+    for name in criteria.MODULES:
+        criterion = criteria.select(name, opt, n_classes=n_classes)
+        if not list(criterion.parameters()):
+            continue
+        reference = copy.deepcopy(criterion).double()
+        criterion.to(device)
+        # A miner's tuples from the CPU, for both: a CUDA generator draws other ones from the same seed
+        tuples = reference.miner(embeddings.double(), labels) if reference.miner is not None else None
+        tuples_there = None if tuples is None else [index.to(device) for index in tuples]
+        leaf = embeddings.to(device).clone().requires_grad_()
+        with runtime.deterministic_algorithms():
+            loss = criterion(leaf, labels.to(device), indices_tuple=tuples_there)
+            loss.backward()
+        expected_leaf = embeddings.double().requires_grad_()
+        expected = reference(expected_leaf, labels, indices_tuple=tuples)
+        expected.backward()
+        assert loss.dtype == torch.float32, f'{name}: a {loss.dtype} loss'
+        for (key, parameter), (_, float64) in zip(criterion.named_parameters(), reference.named_parameters()):
+            assert parameter.device == device and parameter.dtype == torch.float32, f'{name}.{key} on {parameter}'
+            worst = max(worst, relative_error(parameter.grad, float64.grad))
+        worst = max(worst, relative_error(loss, expected))
+        rounding = relative_error(leaf.grad, expected_leaf.grad)  # a bfloat16 gradient: 8 bits of mantissa
+        assert rounding < 1e-2, f'{name}: the embeddings\' gradient is off by {rounding:.1e} (relative)'
+        start = [parameter.detach().clone() for parameter in criterion.parameters()]
+        optimizer = build_optimizer(nn.Linear(1, 1).to(device), criterion, optim='adam', lr=1e-3, fc_lr=-1,
+                                    decay=4e-4, fused=device.type == 'cuda')
+        optimizer.step()
+        for parameter, before in zip(criterion.parameters(), start):  # weights with a gradient move
+            assert parameter.device == device and (parameter != before)[parameter.grad != 0].all(), name
+        checked.append(name)
+    assert worst < 1e-4, f'float32 on {device.type} vs float64 on the CPU: relative error {worst:.1e}'
+    return (f'{", ".join(checked)}: float32 parameters on {device}; loss and their gradients within {worst:.1e} of '
+            f'float64 on the CPU')
+
+
+def relative_error(got, expected):
+    got, expected = got.detach().double().cpu(), expected.detach().double().cpu()
+    return ((got - expected).norm() / expected.norm().clamp(min=1e-12)).item()
 
 
 def main(argv=None):

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks and the measurements of docs/performance.md's benchmark tables, in one go (under 11 minutes on one
 # GPU): first cuda_paths.py, a PASS / FAIL / SKIP line for each CUDA-only code path (--deterministic's networks and
-# probe, this GPU's random state, faiss k-means on this GPU, a --deterministic run); then train_speed.py with and
-# without --amp (all cores as DataLoader workers, CUB-size JPEGs), and eval_speed.py with --evaluate_on_gpu
-# (faiss-gpu k-means). Results go to $OUT (default ./gpu_check); the exit status is 1 where a CUDA path failed.
+# probe, this GPU's random state, faiss k-means on this GPU, a --deterministic run, the losses' learned parameters);
+# then train_speed.py with and without --amp (all cores as DataLoader workers, CUB-size JPEGs), and eval_speed.py
+# with --evaluate_on_gpu (faiss-gpu k-means). Results go to $OUT (default ./gpu_check); the exit status is 1 where a
+# CUDA path failed.
 #
 #   bash benchmarks/gpu_check.sh                      # on a GPU machine
 #   GPU_CHECK_PATHS_ONLY=1 bash benchmarks/gpu_check.sh   # the CUDA paths alone (about 2 minutes)

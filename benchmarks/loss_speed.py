@@ -2,7 +2,7 @@
 
 One batch as the authors' class_random sampler draws it (bs 112, 2 samples per draw of 100 training classes,
 128-D L2-normalised float32 embeddings); each loss with its default flags and miner. Ours and the loop reference (the
-tests' AUTHORS_LOOPS: tests/criteria_references.py, and tests/proxy_references.py where present) get the same mined
+tests' AUTHORS_LOOPS: tests/criteria_references.py and tests/proxy_references.py) get the same mined
 tuples, so both do the same work; "ours + mining" adds the miner's draw. pytorch-metric-learning's loss of the same
 name runs on the same batch where it has one (with the same triplets where it takes them).
 
@@ -14,6 +14,7 @@ load that comes and goes on a shared machine weighs on all of them alike.
 import argparse
 import importlib
 import json
+import math
 import statistics
 import pathlib
 import sys
@@ -34,14 +35,10 @@ REFERENCE_MODULES = ('criteria_references', 'proxy_references')
 
 
 def authors_loops():
-    """{loss: loop reference} from every reference module present."""
+    """{loss: loop reference} from every reference module."""
     loops = {}
     for name in REFERENCE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        loops.update(module.AUTHORS_LOOPS)
+        loops.update(importlib.import_module(name).AUTHORS_LOOPS)
     return loops
 
 
@@ -109,6 +106,16 @@ def library_loss(name, criterion, labels, tuples, device):
         'npair': lambda: losses.NPairsLoss(),
         'angular': lambda: losses.AngularLoss(),
         'histogram': lambda: losses.HistogramLoss(n_bins=criterion.nbins - 1),
+        'proxynca': lambda: losses.ProxyNCALoss(len(criterion.proxies), criterion.proxies.shape[1]).to(device),
+        'softmax': lambda: losses.NormalizedSoftmaxLoss(criterion.class_map.shape[0], criterion.class_map.shape[1],
+                                                        temperature=criterion.temperature).to(device),
+        'arcface': lambda: losses.ArcFaceLoss(criterion.class_map.shape[0], criterion.class_map.shape[1],
+                                              margin=math.degrees(criterion.angular_margin),
+                                              scale=criterion.feature_scale).to(device),
+        'softtriplet': lambda: losses.SoftTripleLoss(criterion.n_classes, criterion.centroids.shape[0],
+                                                     centers_per_class=criterion.n_centroids).to(device),
+        'proxyanchor': lambda: losses.ProxyAnchorLoss(len(criterion.proxies), criterion.proxies.shape[1],
+                                                      margin=criterion.delta, alpha=criterion.alpha).to(device),
     }
     if name == 'ap_loss':
         loss = losses.SmoothAPLoss(temperature=criterion.anneal)

@@ -10,13 +10,14 @@ Each loss is one module in this package, listed in MODULES, that describes itsel
 - add_flags(group): its flags, with the authors' names and defaults;
 - LOSS: the class, a criteria.base.Criterion, constructed with those keywords (and `miner` where MINERS).
 """
-from criteria import (angular, ap_loss, contrastive, histogram, lifted, margin, miners, multisimilarity, npair,
-                      quadruplet, snr, triplet)
+from criteria import (angular, ap_loss, arcface, contrastive, histogram, lifted, margin, miners, multisimilarity,
+                      npair, proxyanchor, proxynca, quadruplet, snr, softmax, softtriplet, triplet)
 from criteria.obd_sd import ObdSdLoss
 from plumbing.errors import UserError
 
 MODULES = {module.NAME: module for module in (multisimilarity, margin, triplet, contrastive, lifted, npair, angular,
-                                              quadruplet, snr, histogram, ap_loss)}
+                                              quadruplet, snr, histogram, ap_loss, proxynca, softmax, arcface,
+                                              softtriplet, proxyanchor)}
 OBD_SD_SUFFIX = '_obd_sd'
 LOSSES = tuple(MODULES) + tuple(name + OBD_SD_SUFFIX for name in MODULES)
 LEFT_OUT = {'adversarial_separation': 'the authors\' adversarial_separation loss is not available here: it needs the '
@@ -66,6 +67,11 @@ def check(loss, opt):
         raise UserError('--OBDP diffuses the distillation target of --PSD: add --PSD')
     if opt.PSD and not loss.endswith(OBD_SD_SUFFIX):
         raise UserError(f'--PSD needs an OBD-SD loss: use --loss {loss}{OBD_SD_SUFFIX}')
+
+
+def kind(loss):
+    """The KIND of `loss`, one of LOSSES ('pair', 'proxy' or 'classification')."""
+    return MODULES[loss.removesuffix(OBD_SD_SUFFIX)].KIND
 
 
 def build_loss(name, opt, n_classes=None):

@@ -11,6 +11,17 @@ def loss_dtype(*tensors):
     return dtype
 
 
+def seeded_generator(seed):
+    """The generator a loss draws its parameters' start from: seeded with the run's --seed and apart from the global
+    one, so a run's proxies start the same every time, on every process, whatever was drawn before."""
+    return torch.Generator().manual_seed(seed)
+
+
+def seeded_uniform(shape, bound, seed):
+    """U(−bound, bound) draws of `shape` from seeded_generator(seed)."""
+    return torch.empty(shape).uniform_(-bound, bound, generator=seeded_generator(seed))
+
+
 class Criterion(nn.Module):
     """A loss called as `criterion(batch, labels, teacher_batch=None, epoch=0, indices_tuple=None)` -> scalar tensor.
 

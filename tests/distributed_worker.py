@@ -1,8 +1,9 @@
 """Run by tests/test_distributed.py, alone (`python`) or under `torchrun --nproc_per_node=2`:
 
-    step SOURCE OUT ARCH...  for each ARCH (ARCH:LOSS for another --loss than multisimilarity_obd_sd), one epoch
-                       of a single training step at epoch 1 (the teacher term on); rank 0 saves the loss terms and
-                       the weights before and after into OUT.<ARCH>, every rank its loss into OUT.<ARCH>.rank<r>
+    step SOURCE OUT CASE...  for each CASE, ARCH or ARCH:LOSS (default multisimilarity_obd_sd), one epoch of a
+                       single training step at epoch 1 (the teacher term on); rank 0 saves the loss terms and the
+                       weights and loss parameters before and after into OUT.<CASE>, every rank its loss and loss
+                       parameters after into OUT.<CASE>.rank<r>
     shards LENGTH OUT  ShardSampler + gather_shards over a dataset of LENGTH items; rank 0 saves what it gathered
     evaluate SOURCE OUT  main.evaluate of an untrained network on the In-Shop folder SOURCE (query and gallery
                        embedded in shards); rank 0 saves the metrics and the gathered embeddings into OUT (npz)
@@ -46,20 +47,20 @@ def perturb(teacher):
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
 
 
-def step(source, out, archs):
-    """The step of each arch in turn (one process group for all: torchrun's start-up is the slow part)."""
+def step(source, out, cases):
+    """The step of each case in turn (one process group for all: torchrun's start-up is the slow part)."""
     opt = parameters.parse_args(tiny_run_flags(source, os.path.dirname(out), **STEP_FLAGS))
     device = distributed.init(opt.dist_backend, opt.gpu, opt.bs, opt.samples_per_class, opt.dist_timeout)
     data = datasets.select(opt)
-    loss = opt.loss
-    for item in archs:
-        opt.arch, _, chosen = item.partition(':')
-        opt.loss = chosen or loss
-        arch_step(opt, data, device, f'{out}.{item}')
+    default_loss = opt.loss
+    for case in cases:
+        opt.arch, _, loss = case.partition(':')
+        opt.loss = loss or default_loss
+        case_step(opt, data, device, f'{out}.{case}')
     distributed.teardown()
 
 
-def arch_step(opt, data, device, out):
+def case_step(opt, data, device, out):
     seed_everything(opt.seed)
     sampler = datasampler.select(opt, data['training'].labels)
     sampler.set_epoch(EPOCH)
@@ -70,14 +71,21 @@ def arch_step(opt, data, device, out):
     teacher = make_teacher(model)
     perturb(teacher)
     criterion = criteria.select(opt.loss, opt, n_classes=data['training'].n_classes)
+    criterion_before = learned(criterion)
     optimizer = build_optimizer(model, criterion, optim=opt.optim, lr=opt.lr, fc_lr=opt.fc_lr, decay=opt.decay)
     progress = train_one_epoch(network, teacher, criterion, optimizer, loader, device, EPOCH, EpochProgress(),
                                StopSignals(), skip_nonfinite=False)
     assert progress.trained_steps == 1
     losses = {'loss': progress.loss_sum, 'loss_rank': progress.loss_rank_sum, 'loss_kd': progress.loss_kd_sum}
-    torch.save(losses, f'{out}.rank{distributed.rank()}')
+    torch.save({**losses, 'criterion_after': learned(criterion)}, f'{out}.rank{distributed.rank()}')
     if distributed.is_main():
-        torch.save({**losses, 'before': before, 'after': model.state_dict()}, out)
+        torch.save({**losses, 'before': before, 'after': model.state_dict(), 'criterion_before': criterion_before,
+                    'criterion_after': learned(criterion)}, out)
+
+
+def learned(criterion):
+    """A copy of the loss's tensors (its parameters and buffers; not its miners' generator states)."""
+    return {name: value.clone() for name, value in criterion.state_dict().items() if torch.is_tensor(value)}
 
 
 def shards(length, out):

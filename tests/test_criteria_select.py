@@ -15,8 +15,9 @@ PARSER_DEFAULTS = vars(parameters.build_parser().parse_args([]))
 
 
 def make_opt(**overrides):
-    """The flags with the defaults of the parser, as main.py passes them (no distillation unless asked for)."""
-    return argparse.Namespace(**{**PARSER_DEFAULTS, 'diffusion_w': 0.0, **overrides})
+    """The flags with the defaults of the parser, as main.py passes them (no distillation unless asked for; the
+    tests' 16-dimensional embeddings)."""
+    return argparse.Namespace(**{**PARSER_DEFAULTS, 'diffusion_w': 0.0, 'embed_dim': 16, **overrides})
 
 
 def test_names():

@@ -135,3 +135,13 @@ def test_the_gpu_checks_script_reports_pass_skip_and_fail_per_check(monkeypatch,
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith('FAIL deterministic_probe: RuntimeError: adaptive_max_pool2d_backward_cuda')
     assert lines[1].startswith('SKIP rng_this_device') and lines[2] == 'cuda paths on cpu: 1 failed'
+
+
+def test_the_gpu_check_of_learned_loss_parameters_passes_on_the_cpu(capsys):
+    """benchmarks/cuda_paths.py's check of the losses with parameters of their own, in its CPU form (on a GPU it also
+    runs the CUDA kernels and the fused Adam step)."""
+    from benchmarks import cuda_paths
+
+    assert cuda_paths.main(['--cpu', '--only', 'learned_loss_parameters']) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith('PASS learned_loss_parameters: ') and 'proxyanchor' in line and 'softtriplet' in line

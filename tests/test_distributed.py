@@ -87,25 +87,26 @@ def one_process(*args):
                           text=True, timeout=240)
 
 
-STEP_ARCHS = ('resnet18_frozen_normalize', 'vit_tiny_patch16_224_normalize',
-              'resnet18_frozen_normalize:quadruplet_obd_sd')
-"""The last with a loss that mines its triplets and draws its fourth samples: every process draws what one would."""
+STEP_CASES = ('resnet18_frozen_normalize', 'vit_tiny_patch16_224_normalize',
+              'resnet18_frozen_normalize:quadruplet_obd_sd', 'resnet18_frozen_normalize:proxynca_obd_sd')
+"""The networks and losses of the one-step comparison: quadruplet mines its triplets and draws its fourth samples
+(every process must draw what one would), a proxy loss learns parameters of its own."""
 
 
 @pytest.mark.slow
 def test_two_processes_take_the_one_process_step(make_cub200, tmp_path):
     data = make_cub200(n_classes=8, per_class=2)
-    result = one_process(WORKER, 'step', data, tmp_path / 'alone', *STEP_ARCHS)
+    result = one_process(WORKER, 'step', data, tmp_path / 'alone', *STEP_CASES)
     assert result.returncode == 0, result.stderr[-3000:]
-    run = torchrun(tmp_path / 'torchrun', WORKER, 'step', data, tmp_path / 'pair', *STEP_ARCHS)
+    run = torchrun(tmp_path / 'torchrun', WORKER, 'step', data, tmp_path / 'pair', *STEP_CASES)
     assert run.returncode == 0, run.report()
-    for arch in STEP_ARCHS:
+    for case in STEP_CASES:
         alone, pair, pair_rank1 = (torch.load(tmp_path / name, weights_only=True)
-                                   for name in (f'alone.{arch}', f'pair.{arch}', f'pair.{arch}.rank1'))
+                                   for name in (f'alone.{case}', f'pair.{case}', f'pair.{case}.rank1'))
         assert alone['loss_kd'] > 0  # the teacher term is on, and part of the comparison
         for key in ('loss', 'loss_rank', 'loss_kd'):
-            assert pair[key] == pytest.approx(alone[key], rel=1e-5), (arch, key)
-            assert pair_rank1[key] == pair[key], (arch, key)  # every rank logs the loss of the whole global batch
+            assert pair[key] == pytest.approx(alone[key], rel=1e-5), (case, key)
+            assert pair_rank1[key] == pair[key], (case, key)  # every rank logs the loss of the whole global batch
         assert alone['before'].keys() == pair['before'].keys()
         moved = 0
         for name, start in alone['before'].items():
@@ -114,7 +115,14 @@ def test_two_processes_take_the_one_process_step(make_cub200, tmp_path):
             if update.is_floating_point() and update.abs().max() > 0:
                 moved += 1
                 torch.testing.assert_close(pair_update, update, rtol=1e-3, atol=1e-3 * update.abs().max().item())
-        assert moved > 50, arch  # the step changed the weights (convolutions or attention, norms, head)
+        assert moved > 50, case  # the step changed the weights (convolutions or attention, norms, head)
+        for name, start in alone['criterion_before'].items():  # the loss's own parameters: the same step, every rank
+            torch.testing.assert_close(pair['criterion_before'][name], start)
+            update = alone['criterion_after'][name] - start
+            assert update.abs().max() > 0, (case, name)
+            torch.testing.assert_close(pair['criterion_after'][name] - start, update, rtol=1e-3,
+                                       atol=1e-3 * update.abs().max().item())
+            assert torch.equal(pair_rank1['criterion_after'][name], pair['criterion_after'][name]), (case, name)
 
 
 @pytest.mark.slow

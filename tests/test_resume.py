@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+import criteria
 import main
 from runs import ROOT, comparable, read_summary, run_main, run_script, tiny_run_flags
 
@@ -127,6 +128,31 @@ def test_a_vit_run_stopped_mid_epoch_resumes_to_the_run_left_alone(data, tmp_pat
     weights.unlink()
     assert run_main('--resume', folder) == 0
     assert_same_history(read_summary(folder)['history'], alone)
+
+
+@pytest.mark.slow
+def test_a_proxy_loss_run_stopped_mid_epoch_resumes_to_the_run_left_alone(data, tmp_path, monkeypatch):
+    """Proxy-Anchor's proxies and their optimiser moments come back exactly: the resumed run ends where the run left
+    alone does, proxies included."""
+    def proxy_flags(group):
+        return tiny_run_flags(data, tmp_path, **{'--loss': 'proxyanchor_obd_sd', '--n_epochs': 2, '--group': group,
+                                                 '--deterministic': None})
+
+    assert run_main(*proxy_flags('proxy_alone')) == 0
+    alone = tmp_path / 'cub200' / 'proxy_alone'
+    monkeypatch.setattr(main, 'StopSignals', lambda: StopAfterChecks(8))  # 6 checks in epoch 0: stops in epoch 1
+    assert run_main(*proxy_flags('proxy_cut')) == 143
+    folder = tmp_path / 'cub200' / 'proxy_cut'
+    assert torch.load(folder / 'last.pth', weights_only=True)['training_state']['progress']['step'] == 3
+    monkeypatch.undo()
+    assert run_main('--resume', folder) == 0
+    assert_same_history(read_summary(folder)['history'], comparable(read_summary(alone)['history']))
+    proxies = [torch.load(run / 'last.pth', weights_only=True)['training_state']['criterion']
+               ['base_loss.proxy_anchor.proxies'] for run in (alone, folder)]
+    assert torch.equal(proxies[1], proxies[0]) and proxies[0].dtype == torch.float32
+    opt = main.parameters.parse_args(proxy_flags('start'))
+    start = criteria.select(opt.loss, opt, n_classes=5).base_loss.proxies
+    assert not torch.allclose(proxies[0], start.detach())  # they did learn
 
 
 def wait_for(path, process, timeout=240):

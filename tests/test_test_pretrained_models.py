@@ -114,3 +114,32 @@ def test_evaluation_is_float32_unless_amp(make_cub200, tmp_path, monkeypatch):
     assert Test_pretrained_models.main(common) == 0
     assert Test_pretrained_models.main(common + ['--amp']) == 0
     assert amp_seen == [False, True]
+
+
+@pytest.mark.slow
+def test_a_proxy_loss_run_evaluates_and_indexes_with_the_network_alone(make_cub200, tmp_path):
+    """A SoftTriple run under --amp keeps its centroids in float32 in last.pth; its best checkpoint holds the network
+    alone, evaluates to what the run reported and builds a search index."""
+    data = make_cub200(n_classes=6, per_class=4)
+    flags = {'--n_epochs': 1, '--loss': 'softtriplet_obd_sd', '--amp': None}
+    assert run_main(*tiny_run_flags(data, tmp_path, **flags)) == 0
+    folder = tmp_path / 'cub200' / 'tiny'
+    criterion_state = torch.load(folder / 'last.pth', weights_only=True)['training_state']['criterion']
+    assert criterion_state['base_loss.centroids'].dtype == torch.float32
+    assert criterion_state['base_loss.centroids'].shape == (16, 3 * 2)  # embed_dim x (3 training classes x 2)
+    best = folder / 'best_e_recall@1.pth'
+    assert 'training_state' not in torch.load(best, weights_only=True)
+    out = tmp_path / 'ours.json'
+    assert run_entry_point('Test_pretrained_models', '--dataset', 'cub200', '--source', data, '--kernels', '0',
+                           '--image_size', '32', '--amp', '--checkpoint', best, '--out', out) == 0
+    reported = json.loads((folder / 'summary.json').read_text())['best']['e_recall@1']
+    assert json.loads(out.read_text())['results']['checkpoint']['metrics']['e_recall@1'] == pytest.approx(reported)
+    index = tmp_path / 'index'
+    assert run_entry_point('Search_Index', 'build', '--checkpoint', best, '--images', data / 'images', '--index',
+                           index, '--workers', 0) == 0
+    found = tmp_path / 'found.json'
+    query = next((data / 'images').glob('*/*.jpg'))
+    assert run_entry_point('Search_Index', 'query', '--index', index, '--queries', query, '--out', found, '-k', 1,
+                           '--workers', 0) == 0
+    (neighbour,) = json.loads(found.read_text())['queries'][0]['neighbours']
+    assert neighbour['path'] == str(query) and neighbour['similarity'] == pytest.approx(1, abs=1e-3)  # itself
