@@ -35,7 +35,7 @@ from run_folder.folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint
                                resume_checkpoint)
 from run_folder.lock import claim_run_folder
 from run_folder.record import applied_defaults_line, describe_run, record_start
-from run_folder.resume import TrainingState, distillation_weight_change, options_for_resume
+from run_folder.resume import TrainingState, distillation_weight_change, loss_math_change, options_for_resume
 from run_folder.summary import COLLAPSED, RunSummary
 
 logger = logging.getLogger('main')
@@ -95,9 +95,9 @@ def main(argv=None):
     if resumed:
         start_epoch, progress, online_id = run.restore(resumed)
         logger.info('resuming %s at epoch %d, step %d', folder, start_epoch, progress.step)
-        change = distillation_weight_change(resumed, opt)
-        if change and distributed.is_main():
-            logger.warning(change)
+        for change in (distillation_weight_change(resumed, opt), loss_math_change(resumed, opt)):
+            if change and distributed.is_main():
+                logger.warning(change)
     run.summary.sessions.append(session)
     online = OnlineLog(opt.log_online and distributed.is_main(), opt.project, opt.group, os.path.basename(folder),
                        run.summary.config, folder, run_id=resumed and online_id,

@@ -91,6 +91,22 @@ def options_for_resume(checkpoint, opt, explicit, path):
     return argparse.Namespace(**config)
 
 
+LOSSES_BEFORE_THE_AUTHORS_MATH = ('margin', 'triplet', 'contrastive')
+"""Losses whose math changed when the authors' batch miners came (runs saved before --batch_mining existed)."""
+
+
+def loss_math_change(checkpoint, opt):
+    """The warning for a resumed margin, triplet or contrastive run saved before --batch_mining existed, else None:
+    such a run trained with this repository's earlier math (its own miners and divisors) and goes on with the
+    authors'."""
+    loss = opt.loss.removesuffix('_obd_sd')
+    if 'batch_mining' in checkpoint['config'] or loss not in LOSSES_BEFORE_THE_AUTHORS_MATH:
+        return None
+    return (f'this {loss} run was saved before the authors\' batch miners came: it trained with this repository\'s '
+            f'earlier {loss} loss, and goes on with the authors\' (docs/losses.md); start a new run to compare with '
+            f'theirs')
+
+
 def distillation_weight_change(checkpoint, opt):
     """The warning for a resume whose --n_epochs differs from the run's with PSD on, else None: the distillation
     weight (e/E)·λ·τ² grows with e/E, so another E changes it from the resume epoch on."""

@@ -278,6 +278,24 @@ def test_another_n_epochs_on_resume_names_the_old_and_new_distillation_weight(ps
         assert expected in change and '\n' not in change
 
 
+@pytest.mark.parametrize('loss, saved_miner, warned', [
+    ('margin', False, True), ('triplet_obd_sd', False, True), ('contrastive', False, True),
+    ('margin', True, False), ('multisimilarity_obd_sd', False, False), ('lifted', False, False)])
+def test_a_run_saved_before_the_authors_miners_is_told_its_loss_changed(loss, saved_miner, warned):
+    import argparse
+
+    from run_folder.resume import loss_math_change
+
+    config = {'loss': loss, **({'batch_mining': None} if saved_miner else {})}
+    change = loss_math_change({'config': config}, argparse.Namespace(loss=loss))
+    if warned:
+        base = loss.removesuffix('_obd_sd')
+        assert change.startswith(f'this {base} run was saved before the authors\' batch miners came')
+        assert '\n' not in change
+    else:
+        assert change is None
+
+
 def test_session_flags_are_never_compared_with_the_resumed_run():
     import parameters
     from run_folder.resume import OVERRIDABLE, SESSION_FLAGS, options_for_resume
