@@ -28,7 +28,7 @@ from reporting.result_table import write_result_tables
 from tuning import report
 from tuning.objective import SearchStopped, Trials
 from tuning.space import flag_actions, parse_space
-from tuning.study import fail_stale_trials, open_study, storage_of
+from tuning.study import fail_stale_trials, open_study, storage_of, study_folder
 from tuning.trial_run import RunFailed, RunStopped, read_history, run_watched
 
 PRUNERS = {'median': optuna.pruners.MedianPruner, 'none': optuna.pruners.NopPruner}
@@ -160,7 +160,7 @@ def main(argv=None):
     base, folds = split_folds(base)
     base_opt, dimensions, metric, save_path = checked_setting(opt, base, folds)
     study_name = opt.study or f'{base_opt.dataset}_search'
-    folder = os.path.abspath(os.path.join(save_path, 'search', study_name))
+    folder = study_folder(save_path, study_name)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:

@@ -88,7 +88,7 @@ def base_flags(source, save_path, *extra):
 def test_a_bad_search_is_one_line_before_anything_trains(source, tmp_path, capsys, extra, message):
     code = run_entry_point('Hyperparameter_Search', *base_flags(source, tmp_path), *extra)  # the last value counts
     assert message in one_line_error(capsys, code)
-    assert not (tmp_path / 'search').exists(), 'nothing is written before the search can run'
+    assert os.listdir(tmp_path) == [], 'nothing is written before the search can run'
 
 
 def test_trial_runs_validate_without_the_test_split_and_name_their_run_folders(tmp_path):
@@ -218,7 +218,7 @@ def finished(process, timeout=600):
 
 
 def load(save_path, name='cub200_search'):
-    folder = save_path / 'search' / name
+    folder = save_path / 'hyperparameter_search' / name
     return folder, optuna.load_study(study_name=name, storage=storage_of(None, str(folder)))
 
 
@@ -265,7 +265,7 @@ def test_two_searches_at_once_share_one_study_without_losing_a_trial(source, tmp
 
 def wait_for_the_first_trial_run(process, save_path):
     """Until the search `process` has started its first trial's run (that run has written its config.json)."""
-    run_folder = save_path / 'search' / 'cub200_search' / 'cub200' / 'cub200_search_t0000'
+    run_folder = save_path / 'hyperparameter_search' / 'cub200_search' / 'cub200' / 'cub200_search_t0000'
     deadline = time.monotonic() + 300
     while not (run_folder / 'config.json').exists():
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()
@@ -307,6 +307,21 @@ def test_the_default_storage_is_a_journal_file_in_the_study_folder(tmp_path):
     assert optuna.load_study(study_name='s', storage=storage_of(None, str(tmp_path))).study_name == 's'
     with pytest.raises(UserError, match='--storage nosuch://x: Optuna cannot open it'):
         storage_of('nosuch://x', str(tmp_path))
+
+
+def test_the_study_folder_is_not_named_like_the_search_package(source, tmp_path, capsys):
+    assert run_entry_point('Hyperparameter_Search', *base_flags(source, tmp_path), '--space', 'kd_lambda=1:10',
+                           '--n_trials', '0') == 0
+    assert os.listdir(tmp_path) == ['hyperparameter_search']
+    assert (tmp_path / 'hyperparameter_search' / 'cub200_search' / JOURNAL_FILE).is_file()
+    # A study that an earlier version kept in <save_path>/search/<study> is not started again elsewhere.
+    (tmp_path / 'old').mkdir()
+    (tmp_path / 'old' / 'search' / 'cub200_search').mkdir(parents=True)
+    capsys.readouterr()
+    code = run_entry_point('Hyperparameter_Search', *base_flags(source, tmp_path / 'old'), '--space', 'kd_lambda=1:10',
+                           '--n_trials', '0')
+    assert f'mv {tmp_path / "old" / "search" / "cub200_search"} ' in one_line_error(capsys, code)
+    assert os.listdir(tmp_path / 'old') == ['search']
 
 
 def test_module_entry_point_parses_its_own_flags_and_leaves_the_rest_to_main():

@@ -12,8 +12,23 @@ from optuna.trial import TrialState
 from plumbing.errors import UserError
 
 JOURNAL_FILE = 'optuna_journal.log'
+STUDIES = 'hyperparameter_search'
+"""The folder under --save_path that holds the study folders (not `search`, the name of the catalogue-search
+package, where a search with --save_path . would put its study)."""
+FORMER_STUDIES = 'search'
 HEARTBEAT_S = 30
 """How often a worker stamps its running trial."""
+
+
+def study_folder(save_path, name):
+    """The absolute study folder of study `name`: <save_path>/hyperparameter_search/<name>. A UserError where only the
+    folder of an earlier version, <save_path>/search/<name>, exists: moving it continues the study."""
+    folder = os.path.abspath(os.path.join(save_path, STUDIES, name))
+    former = os.path.abspath(os.path.join(save_path, FORMER_STUDIES, name))
+    if not os.path.exists(folder) and os.path.isdir(former):
+        raise UserError(f'the study {name} is in {former}, where earlier versions kept studies; move it to continue '
+                        f'it: mkdir -p {os.path.dirname(folder)} && mv {former} {folder}')
+    return folder
 
 
 def storage_of(url, folder):
