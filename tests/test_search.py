@@ -1,6 +1,5 @@
 """Search_Index.py: build an index of a generated catalogue, add to it, query it (exact neighbours, self-exclusion,
 degenerate catalogues), kNN classification with a calibrated threshold, and one-line refusals."""
-import csv
 import json
 import os
 import shutil
@@ -8,68 +7,20 @@ import shutil
 import faiss
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-import architectures
 from conftest import write_corrupt, write_truncated
-from run_folder.checkpoint import save_checkpoint
-from runs import one_line_error, run_entry_point
+from runs import one_line_error
 from search import index_store, knn
 from search.catalogue import read_catalogue
 from search.embedding import Embedder
 from search.index_store import SearchIndex
-
-ARCH, DIM, SIZE = 'resnet18_normalize', 16, 32
-COLOURS = {'apple': (200, 30, 30), 'grass': (40, 180, 50), 'sky': (40, 80, 220), 'sun': (230, 210, 40)}
-
-
-def write_checkpoint(path, seed=0, embed_dim=DIM):
-    torch.manual_seed(seed)
-    model = architectures.build(ARCH, embed_dim, pretrained=False, image_size=SIZE)
-    save_checkpoint(str(path), model, {'arch': ARCH, 'embed_dim': embed_dim, 'image_size': SIZE}, 0, {})
-    return path
+from search_catalogues import ARCH, COLOURS, DIM, build, query, search, write_catalogue, write_checkpoints, write_images
 
 
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory):
-    """{'main', 'other' (same arch, other weights), 'narrow' (8-d)} checkpoint paths of untrained networks."""
-    folder = tmp_path_factory.mktemp('checkpoints')
-    return {'main': write_checkpoint(folder / 'main.pth'), 'other': write_checkpoint(folder / 'other.pth', seed=1),
-            'narrow': write_checkpoint(folder / 'narrow.pth', embed_dim=8)}
-
-
-def write_images(folder, count, colour, seed, start=0):
-    """`count` images of one colour with noise (JPEG and PNG) in `folder`; returns their paths."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(start, start + count):
-        pixels = np.clip(np.array(colour) + rng.integers(-60, 61, size=(40, 48, 3)), 0, 255).astype(np.uint8)
-        paths.append(folder / f'image_{i:02d}.{"png" if i % 3 == 2 else "jpg"}')
-        Image.fromarray(pixels).save(paths[-1])
-    return paths
-
-
-def write_catalogue(root, per_class=4, classes=('apple', 'grass', 'sky'), seed=0):
-    """Class folders root/<class>/image_KK.jpg|png; returns root."""
-    for k, name in enumerate(classes):
-        write_images(root / name, per_class, COLOURS[name], seed + k)
-    return root
-
-
-def search(*args):
-    return run_entry_point('Search_Index', *args, '--workers', 0)
-
-
-def build(checkpoint, images, index, *more):
-    assert search('build', '--checkpoint', checkpoint, '--images', images, '--index', index, *more) == 0
-    return index
-
-
-def query(index, queries, out, *more):
-    assert search('query', '--index', index, '--queries', queries, '--out', out, *more) == 0
-    return json.loads(out.read_text()) if str(out).endswith('.json') else list(csv.DictReader(open(out)))
+    return write_checkpoints(tmp_path_factory.mktemp('checkpoints'))
 
 
 def index_vectors(index):
