@@ -18,7 +18,7 @@ import parameters
 from plumbing.errors import UserError, exit_code
 from plumbing.runtime import select_device
 from reporting.logs import setup_logging
-from search import knn, querying
+from search import index_store, knn, querying
 from search.catalogue import read_catalogue
 from run_folder.saved_flags import EVALUATION_SETTINGS
 from search.embedding import Embedder, sha256_of
@@ -52,7 +52,10 @@ def build_parser():
     build.add_argument('--nlist', type=int, default=None,
                        help='IVF lists (default about 4 sqrt(N), at most N / 39).')
     build.add_argument('--hnsw_m', type=int, default=DEFAULT_HNSW_M, help='HNSW links per vector.')
-    build.add_argument('--overwrite', action='store_true', help='Replace an index already in OUT.')
+    build.add_argument('--overwrite', action='store_true',
+                       help='Replace an index already in OUT (also a damaged one); files beside it stay.')
+    build.add_argument('--allow_other_files', action='store_true',
+                       help='Write the index into a folder that holds other files (none of them is changed).')
     group = build.add_argument_group('embedding settings, for a checkpoint without a config (the authors\' '
                                      'net.pth); a flag given here overrides the config')
     parameters.add_setting_overrides(group, EVALUATION_SETTINGS)
@@ -148,6 +151,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     opt = build_parser().parse_args(argv)
     setup_logging()
+    if hasattr(sys.stdout, 'reconfigure'):  # a file name that is not UTF-8 is printed escaped, as stderr does
+        sys.stdout.reconfigure(errors='backslashreplace')
     check_runtime(opt)
     return {'build': build, 'add': add, 'query': query, 'calibrate': calibrate}[opt.command](opt)
 
@@ -157,10 +162,24 @@ def catalogue_of(opt, flag):
                           flag=flag)
 
 
-def build(opt):
-    if os.path.isfile(os.path.join(opt.index, 'metadata.json')) and not opt.overwrite:
+def check_build_target(opt):
+    """A one-line error where --index holds an index (without --overwrite) or other files (without
+    --allow_other_files)."""
+    kind, detail = index_store.contents(opt.index)
+    if kind == 'index' and not opt.overwrite:
         raise UserError(f'--index {opt.index} holds an index already; add images to it with Search_Index.py add, '
                         f'or pass --overwrite to replace it')
+    if kind == 'damaged' and not opt.overwrite:
+        raise UserError(f'--index {opt.index} holds a damaged index ({detail.rstrip(".")}); pass --overwrite to '
+                        f'replace it')
+    if kind == 'other' and not opt.allow_other_files:
+        shown = ', '.join(detail[:3]) + (f' and {len(detail) - 3} more' if len(detail) > 3 else '')
+        raise UserError(f'--index {opt.index} is not empty and holds no index ({shown}); pass a new or empty folder, '
+                        f'or --allow_other_files to write the index beside those files (none of them is changed)')
+
+
+def build(opt):
+    check_build_target(opt)
     if opt.nlist is not None and opt.nlist < 1:
         raise UserError(f'--nlist must be at least 1, got {opt.nlist}')
     catalogue = catalogue_of(opt, '--images')
@@ -169,6 +188,7 @@ def build(opt):
     checkpoint = {'path': os.path.abspath(opt.checkpoint), 'sha256': embedder.checkpoint['sha256'],
                   'config': embedder.checkpoint['config']}
     with writing(opt.index):
+        check_build_target(opt)  # again, holding the folder's lock: another build may have written it meanwhile
         search_index = SearchIndex.new(opt.index, opt.index_type, embedder.embed_dim, len(catalogue),
                                        embedder.settings, checkpoint, nlist=opt.nlist, hnsw_m=opt.hnsw_m)
         stats = querying.index_catalogue(search_index, embedder, catalogue, batch_size=opt.bs, workers=opt.workers)

@@ -91,7 +91,8 @@ def test_add_appends_images_and_queries_find_them(checkpoints, tmp_path, capsys)
     assert search('add', '--index', index, '--images', tmp_path / 'new') == 0
     grown = SearchIndex.load(str(index))
     assert len(grown) == 15 and grown.paths[12:] == [str(p) for p in new] and grown.labels[12:] == ['sun'] * 3
-    assert sorted(os.listdir(index)) == ['index-2.faiss', 'items-2.csv', 'metadata.json'], 'generation 1 is gone'
+    assert sorted(os.listdir(index)) == ['index-1.faiss', 'index-2.faiss', 'items-1.csv', 'items-2.csv',
+                                         'metadata.json'], 'generation 1 is kept for the readers still reading it'
     assert [entry['command'] for entry in grown.metadata['history']] == ['build', 'add']
 
     result = query(index, new[1], tmp_path / 'hit.json', '-k', 15)
@@ -107,6 +108,8 @@ def test_add_appends_images_and_queries_find_them(checkpoints, tmp_path, capsys)
     more = write_images(tmp_path / 'new' / 'sun', 1, COLOURS['sun'], seed=6, start=3)
     assert search('add', '--index', index, '--images', tmp_path / 'new', '--skip_existing') == 0
     assert SearchIndex.load(str(index)).paths[12:] == [str(p) for p in new + more]
+    assert sorted(os.listdir(index)) == ['index-2.faiss', 'index-3.faiss', 'items-2.csv', 'items-3.csv',
+                                         'metadata.json'], 'the third write removed generation 1'
 
 
 @pytest.mark.slow
@@ -250,14 +253,19 @@ def test_a_write_that_stops_half_way_leaves_the_index_whole(checkpoints, tmp_pat
     def disk_full(*args):
         raise OSError(28, 'No space left on device')
 
-    monkeypatch.setattr(index_store, 'write_items', disk_full)
+    before = (index / 'metadata.json').read_bytes()
     new = write_images(tmp_path / 'new', 2, COLOURS['sun'], seed=4)
-    assert search('add', '--index', index, '--images', tmp_path / 'new') == 2
-    assert len(SearchIndex.load(str(index))) == 6, 'the previous generation is intact'
+    for failure in (disk_full, lambda *args: ''.encode('ascii', 'strict') + 'é'.encode('ascii')):
+        monkeypatch.setattr(index_store, 'write_items', failure)
+        assert search('add', '--index', index, '--images', tmp_path / 'new') in (1, 2)
+        assert len(SearchIndex.load(str(index))) == 6, 'the previous generation is intact'
+        assert sorted(os.listdir(index)) == ['index-1.faiss', 'items-1.csv', 'metadata.json'], 'no orphan file'
+        assert (index / 'metadata.json').read_bytes() == before
     monkeypatch.undo()
     assert search('add', '--index', index, '--images', tmp_path / 'new') == 0
     assert SearchIndex.load(str(index)).paths[6:] == [str(p) for p in new]
-    assert sorted(os.listdir(index)) == ['index-2.faiss', 'items-2.csv', 'metadata.json']
+    assert sorted(os.listdir(index)) == ['index-1.faiss', 'index-2.faiss', 'items-1.csv', 'items-2.csv',
+                                         'metadata.json']
 
 
 @pytest.mark.slow
