@@ -9,8 +9,8 @@
 Every main.py flag given here is the base run; --space names the flags to search (FLAG=low:high, FLAG=log:low:high,
 FLAG=choice:a,b). Each trial trains with a class-disjoint validation split (--use_tv_split, or --cv_folds K: K runs,
 one per held-out fold) without evaluating the test split, reports the validation metric of every epoch to Optuna's
-median pruner, and its value is the best validation value (the mean over the folds). Rerunning the command continues
-the study; several processes (one per machine, or SLURM array tasks) may work on one study at once.
+median pruner (fold by fold), and its value is the best validation value (the mean over the folds). Rerunning the
+command continues the study; several processes (one per machine, or SLURM array tasks) may work on one study at once.
 """
 import json
 import os
@@ -27,11 +27,12 @@ from plumbing.stop_signals import CaughtSignals
 from reporting.result_table import write_result_tables
 from tuning import report
 from tuning.objective import SearchStopped, Trials
+from tuning.pruning import median_pruner
 from tuning.space import flag_actions, parse_space
 from tuning.study import fail_stale_trials, open_study, storage_of, study_folder
 from tuning.trial_run import RunFailed, RunStopped, read_history, run_watched
 
-PRUNERS = {'median': optuna.pruners.MedianPruner, 'none': optuna.pruners.NopPruner}
+PRUNERS = {'median': median_pruner, 'none': optuna.pruners.NopPruner}
 
 
 def build_parser():
@@ -52,8 +53,9 @@ def build_parser():
     parser.add_argument('--objective', default='mAP@R',
                         help='The validation metric to maximise (one of --evaluation_metrics; default mAP@R).')
     parser.add_argument('--pruner', default='median', choices=list(PRUNERS),
-                        help='Stop trials whose validation metric is below the median of earlier trials at the same '
-                             'epoch (Optuna\'s MedianPruner: from the 6th trial, after one epoch), or never.')
+                        help='Stop trials whose best validation metric so far in a fold is below the median of the '
+                             'finished trials at the same fold and epoch (Optuna\'s MedianPruner, fold by fold: from '
+                             'the 6th finished trial on), or never.')
     parser.add_argument('--launcher', default=None,
                         help='Start each run with this command before main.py, e.g. "torchrun --nproc_per_node 4" '
                              '(default: this Python).')

@@ -19,6 +19,7 @@ from plumbing.errors import UserError
 from runs import ROOT, one_line_error, read_summary, run_entry_point
 from tuning import report
 from tuning.objective import Trials
+from tuning.pruning import FOLD_STEPS
 from tuning.space import flag_actions, parse_space
 from tuning.study import JOURNAL_FILE, fail_stale_trials, open_study, storage_of
 from tuning.trial_run import RunFailed, RunStopped, run_watched
@@ -356,7 +357,7 @@ os.makedirs(folder)
 fold = int(value('--cv_fold')) if '--cv_fold' in arguments else 0
 history = []
 for epoch in range(int(value('--n_epochs'))):
-    history.append({'epoch': epoch, 'val_mAP@R': float(value('--kd_lambda')) / 100 + fold / 10 + epoch / 100})
+    history.append({'epoch': epoch, 'val_mAP@R': float(value('--kd_lambda')) / 100 - fold / 10 + epoch / 100})
     with open(os.path.join(folder, 'summary.tmp'), 'w') as stream:
         json.dump({'history': history}, stream)
     os.replace(os.path.join(folder, 'summary.tmp'), os.path.join(folder, 'summary.json'))
@@ -379,13 +380,61 @@ def test_a_trial_is_the_mean_of_its_folds_best_values_and_each_epoch_reaches_the
     study.enqueue_trial({'kd_lambda': 50})
     study.optimize(fake_trials(tmp_path, folds=2), n_trials=1)
     (trial,) = study.trials
-    # Fold f's epochs give 0.5 + f / 10 + e / 100: the best is epoch 2 of each.
-    assert trial.user_attrs['fold_values'] == pytest.approx([0.52, 0.62])
-    assert trial.value == pytest.approx(0.57)
-    assert trial.intermediate_values == pytest.approx({0: 0.5, 1: 0.51, 2: 0.52, 1_000_000: 0.6, 1_000_001: 0.61,
-                                                       1_000_002: 0.62})
+    # Fold f's epochs give 0.5 - f / 10 + e / 100: the best is epoch 2 of each.
+    assert trial.user_attrs['fold_values'] == pytest.approx([0.52, 0.42])
+    assert trial.value == pytest.approx(0.47)
+    assert trial.intermediate_values == pytest.approx({0: 0.5, 1: 0.51, 2: 0.52, 1_000_000: 0.4, 1_000_001: 0.41,
+                                                       1_000_002: 0.42})
     assert trial.user_attrs['run_folders'] == [str(tmp_path / 'study' / 'cub200' / f's_t0000_f{fold}')
                                                for fold in (0, 1)]
+
+
+def finished_trials(study, values_by_fold, epochs=3):
+    """Add a finished trial to `study` for each list of per-fold values (each epoch of fold f reports values[f])."""
+    distribution = {'kd_lambda': optuna.distributions.CategoricalDistribution([10, 50])}
+    for values in values_by_fold:
+        steps = {fold * FOLD_STEPS + epoch: value for fold, value in enumerate(values) for epoch in range(epochs)}
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=sum(values) / len(values),
+                                                  params={'kd_lambda': 10}, distributions=distribution,
+                                                  intermediate_values=steps))
+
+
+def test_the_median_pruner_compares_the_same_fold_and_epoch():
+    study = optuna.create_study(direction='maximize', pruner=Hyperparameter_Search.PRUNERS['median']())
+    # Five finished trials: their median is 0.4 on fold 0 and 0.5 on fold 1.
+    finished_trials(study, [(0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.7)])
+    trial = study.ask()
+    trial.report(0.90, 0)
+    assert not trial.should_prune(), 'fold 0: 0.90 is above the median 0.4'
+    trial.report(0.05, FOLD_STEPS)
+    assert trial.should_prune(), 'fold 1: 0.05 is below the median 0.5, whatever fold 0 gave'
+    within = study.ask()
+    within.report(0.45, 0)
+    within.report(0.6, FOLD_STEPS)
+    assert not within.should_prune()
+    within.report(0.45, FOLD_STEPS + 1)
+    assert not within.should_prune(), 'in its fold the trial\'s best so far (0.6) counts, as Optuna\'s own rule'
+    low = study.ask()
+    low.report(0.3, 0)
+    assert low.should_prune(), 'fold 0 alone: 0.3 is below 0.4'
+    early = optuna.create_study(direction='maximize', pruner=Hyperparameter_Search.PRUNERS['median']())
+    finished_trials(early, [(0.5, 0.5)] * 4)
+    first = early.ask()
+    first.report(0.0, FOLD_STEPS)
+    assert not first.should_prune(), 'Optuna\'s 5 startup trials: no pruning before the 6th'
+
+
+@pytest.mark.slow
+def test_a_trial_good_on_one_fold_is_pruned_where_it_falls_below_the_median_of_the_next(tmp_path):
+    study = optuna.create_study(direction='maximize', pruner=Hyperparameter_Search.PRUNERS['median']())
+    finished_trials(study, [(0.3, 0.45)] * 5)
+    study.enqueue_trial({'kd_lambda': 50})  # 0.50 .. 0.52 on fold 0 (above 0.3), 0.40 .. on fold 1 (below 0.45)
+    study.optimize(fake_trials(tmp_path, folds=2), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs['pruned_at'] == {'fold': 1, 'epoch': 0, 'value': pytest.approx(0.4)}
+    history = json.loads((tmp_path / 'study' / 'cub200' / 's_t0005_f1' / 'summary.json').read_text())['history']
+    assert len(history) < 3, 'its fold-1 run was stopped'
 
 
 @pytest.mark.slow
