@@ -4,6 +4,7 @@ final runs."""
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,7 +226,7 @@ def load(save_path, name='cub200_search'):
 
 @pytest.mark.slow
 def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and_final_runs(source, tmp_path):
-    out = finished(search(source, tmp_path, '--n_trials', '2'))
+    out = finished(search(source, tmp_path, '--use_tv_split', '--n_trials', '2'))
     folder, study = load(tmp_path)
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 2
     assert out.count(' finished: val_mAP@R ') == 2 and 'best: trial' in out
@@ -241,13 +242,14 @@ def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and
     for name in ('trials.csv', 'best.json', 'optimization_history.png', 'param_importances.png'):
         assert (folder / name).is_file(), name
 
-    out = finished(search(source, tmp_path, '--n_trials', '1', '--final_runs', '3'))
+    out = finished(search(source, tmp_path, '--use_tv_split', '--n_trials', '1', '--final_runs', '3'))
     _, study = load(tmp_path)
     assert len(study.trials) == 3 and 'study cub200_search (2 trials so far)' in out
     best = max(study.trials, key=lambda trial: trial.value)
     final = read_summary(folder / 'cub200' / 'cub200_search_final_s3')
     assert final['config']['kd_lambda'] == best.params['kd_lambda'] and final['config']['seed'] == 3
     assert not final['config']['use_tv_split'] and final['config']['cv_folds'] is None
+    assert final['sessions'][0]['split_sizes'] == {'training': 16, 'testing': 16}, 'all 4 training classes train'
     assert ['e_recall@1' in entry for entry in final['history']] == [False, True], 'tested once, after the end'
     table = (folder / 'final' / 'results.md').read_text()
     assert 'cub200_search_final' in table and 'last epoch' in table
@@ -323,6 +325,57 @@ def test_the_study_folder_is_not_named_like_the_search_package(source, tmp_path,
                            '--n_trials', '0')
     assert f'mv {tmp_path / "old" / "search" / "cub200_search"} ' in one_line_error(capsys, code)
     assert os.listdir(tmp_path / 'old') == ['search']
+
+
+@pytest.mark.parametrize('validation', [
+    ['--use_tv_split', '--tv_split_perc', '0.6'], ['--tv_split_perc=0.6', '--use_tv_split', '--no_test_metrics'],
+    ['--use_tv', '--tv_split_p', '0.6', '--tv_split_by_samples'], ['--cv_folds', '3']])
+def test_final_runs_train_on_every_training_class_whatever_the_validation_flags(tmp_path, validation):
+    argv = ['--dataset', 'digits', '--n_epochs', '2', *validation, '--lr', '1e-4', '--space', 'kd_lambda=1:10']
+    opt, base = Hyperparameter_Search.build_parser().parse_known_args(argv)
+    base, folds = Hyperparameter_Search.split_folds(base)
+    trials = Trials(study_name='s', base=base, dimensions=parse_space(opt.space, ACTIONS, set()), metric='val_mAP@R',
+                    folds=folds, folder=str(tmp_path), dataset='digits')
+    arguments = Hyperparameter_Search.final_run_arguments(trials, {'kd_lambda': 5.0}, 7, 2)
+    final = parameters.parse_args(arguments)
+    assert not final.use_tv_split and not final.tv_split_by_samples and not final.no_test_metrics
+    assert final.tv_split_perc == parameters.build_parser().get_default('tv_split_perc')
+    assert final.cv_folds is None and final.cv_fold is None
+    assert (final.lr, final.kd_lambda, final.seed, final.evaluate_every) == (1e-4, 5.0, 7, 2)
+    assert final.savename == 's_final_s7' and final.save_path == str(tmp_path)
+
+
+def test_final_runs_that_main_would_refuse_are_refused_before_the_search(source, tmp_path, capsys):
+    code = run_entry_point('Hyperparameter_Search', *base_flags(source, tmp_path), '--space', 'kd_lambda=1:10',
+                           '--use_tv_split', '--storage_metrics', 'val_mAP@R', '--final_runs', '0')
+    error = one_line_error(capsys, code)
+    assert error.startswith('error: --final_runs: main.py refuses the final runs\' flags') and 'val_mAP@R' in error
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_relative_paths_mean_what_they_meant_where_the_search_was_started(make_image_folder, tmp_path):
+    images = make_image_folder({'train': {f'c{k}': 4 for k in range(4)}, 'test': {'t0': 4, 't1': 4}})
+    work = tmp_path / 'work'
+    shutil.copytree(images, work / 'fds')
+    (work / 'lists').mkdir()
+    rows = [f'{split}/{name}/{image},{name},{split}' for split in ('train', 'test')
+            for name in sorted(os.listdir(work / 'fds' / split)) for image in sorted(os.listdir(work / 'fds' / split /
+                                                                                            name))]
+    (work / 'lists' / 'split.csv').write_text('path,label,split\n' + '\n'.join(rows) + '\n')
+    flags = ['--dataset', 'folder', '--source', 'fds', '--split_file', 'lists/split.csv', '--save_path', 'runs',
+             '--arch', 'resnet18_normalize', '--not_pretrained', '--image_size', '32', '--bs', '8',
+             '--samples_per_class', '4', '--n_epochs', '1', '--kernels', '0', '--embed_dim', '16',
+             '--tv_split_perc', '0.5', '--space', 'lr=log:1e-4:1e-3', '--n_trials', '1', '--final_runs', '0']
+    process = subprocess.run([sys.executable, os.path.join(ROOT, 'Hyperparameter_Search.py'), *flags], cwd=work,
+                             capture_output=True, text=True, timeout=600, env={**os.environ, 'WANDB_MODE': 'disabled'})
+    assert process.returncode == 0, process.stdout + process.stderr
+    folder = work / 'runs' / 'hyperparameter_search' / 'folder_search'
+    study = optuna.load_study(study_name='folder_search', storage=storage_of(None, str(folder)))
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE], process.stdout
+    final = read_summary(folder / 'folder' / 'folder_search_final_s0')
+    assert final['sessions'][0]['split_sizes'] == {'training': 16, 'testing': 8}
+    assert ['e_recall@1' in entry for entry in final['history']] == [True]
 
 
 def test_module_entry_point_parses_its_own_flags_and_leaves_the_rest_to_main():
