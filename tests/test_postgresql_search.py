@@ -95,6 +95,28 @@ def workers(server, make_cub200, tmp_path, request):
     return Workers(make_cub200(n_classes=8, per_class=4), tmp_path, server.create_database(request.node.name.lower()))
 
 
+def test_workers_starting_at_once_on_an_empty_database_retry_until_the_tables_exist(server, monkeypatch):
+    """What two workers of a SLURM array started at once met: all but one fail to create Optuna's tables."""
+    import sqlalchemy
+
+    url, opened = server.create_database('empty_at_start'), []
+    get_storage = optuna.storages.get_storage
+
+    def another_worker_creates_the_tables_first(address):
+        opened.append(address)
+        if len(opened) == 1:
+            get_storage(address)  # the other worker, done first
+            raise sqlalchemy.exc.IntegrityError('CREATE TYPE trialstate ...', {}, Exception(
+                'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'))
+        return get_storage(address)
+
+    monkeypatch.setattr(optuna.storages, 'get_storage', another_worker_creates_the_tables_first)
+    monkeypatch.setattr(time, 'sleep', lambda seconds: None)
+    storage = storage_of(url, '.')
+    assert len(opened) == 2 and all(address.startswith('postgresql+psycopg://postgres@/') for address in opened)
+    assert optuna.create_study(study_name='s', storage=storage).study_name == 's'
+
+
 @pytest.mark.slow
 def test_two_workers_on_one_postgresql_study_run_every_trial_once(workers):
     first, second = workers.start(n_trials=3), workers.start(n_trials=3)
