@@ -13,7 +13,8 @@ reading them (`kept_files`), and removes the files that the previous metadata.js
 stopped at any point leaves the previous index whole and its files named; a reader opens the two files of the
 generation that metadata.json names and reads that generation whole, also while a writer works (where two writes
 end between its reading metadata.json and opening the files, it reads metadata.json once more). Nothing in the
-folder is ever removed unless metadata.json names it: a user's own files beside the index stay as they are.
+folder is ever removed unless metadata.json names it (or it is the temporary file of an interrupted write,
+plumbing.files.TEMPORARY_NAME): a user's own files beside the index stay as they are.
 """
 import contextlib
 import csv
