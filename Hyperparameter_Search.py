@@ -9,8 +9,8 @@
 Every main.py flag given here is the base run; --space names the flags to search (FLAG=low:high, FLAG=log:low:high,
 FLAG=choice:a,b). Each trial trains with a class-disjoint validation split (--use_tv_split, or --cv_folds K: K runs,
 one per held-out fold) without evaluating the test split, reports the validation metric of every epoch to Optuna's
-median pruner, and its value is the best validation value (the mean over the folds). Rerunning the command continues
-the study; several processes (one per machine, or SLURM array tasks) may work on one study at once.
+median pruner (fold by fold), and its value is the best validation value (the mean over the folds). Rerunning the
+command continues the study; several processes (one per machine, or SLURM array tasks) may work on one study at once.
 """
 import json
 import os
@@ -26,12 +26,13 @@ from plumbing.errors import UserError, exit_code
 from plumbing.stop_signals import CaughtSignals
 from reporting.result_table import write_result_tables
 from tuning import report
-from tuning.objective import SearchStopped, Trials
-from tuning.space import flag_actions, parse_space
-from tuning.study import fail_stale_trials, open_study, storage_of
+from tuning.objective import MAIN, SearchStopped, Trials
+from tuning.pruning import median_pruner
+from tuning.space import flag_actions, parse_space, without_flags
+from tuning.study import fail_stale_trials, open_study, storage_of, study_folder
 from tuning.trial_run import RunFailed, RunStopped, read_history, run_watched
 
-PRUNERS = {'median': optuna.pruners.MedianPruner, 'none': optuna.pruners.NopPruner}
+PRUNERS = {'median': median_pruner, 'none': optuna.pruners.NopPruner}
 
 
 def build_parser():
@@ -52,8 +53,9 @@ def build_parser():
     parser.add_argument('--objective', default='mAP@R',
                         help='The validation metric to maximise (one of --evaluation_metrics; default mAP@R).')
     parser.add_argument('--pruner', default='median', choices=list(PRUNERS),
-                        help='Stop trials whose validation metric is below the median of earlier trials at the same '
-                             'epoch (Optuna\'s MedianPruner: from the 6th trial, after one epoch), or never.')
+                        help='Stop trials whose best validation metric so far in a fold is below the median of the '
+                             'finished trials at the same fold and epoch (Optuna\'s MedianPruner, fold by fold: from '
+                             'the 6th finished trial on), or never.')
     parser.add_argument('--launcher', default=None,
                         help='Start each run with this command before main.py, e.g. "torchrun --nproc_per_node 4" '
                              '(default: this Python).')
@@ -160,28 +162,29 @@ def main(argv=None):
     base, folds = split_folds(base)
     base_opt, dimensions, metric, save_path = checked_setting(opt, base, folds)
     study_name = opt.study or f'{base_opt.dataset}_search'
-    folder = os.path.abspath(os.path.join(save_path, 'search', study_name))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as error:
-        raise UserError(f'cannot create the study folder {folder} ({error.strerror}); pass a writable --save_path') \
-            from None
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a line of our own per trial instead
-    storage = storage_of(opt.storage, folder)
-    setting = {'base': base, 'space': space_texts(opt), 'objective': metric, 'folds': folds,
-               'with_test_metrics': opt.with_test_metrics}
-    study = open_study(study_name, storage, setting, PRUNERS[opt.pruner]())
+    folder = study_folder(save_path, study_name)
     with StopRequest() as stop:
         trials = Trials(study_name=study_name, base=base, dimensions=dimensions, metric=metric, folds=folds,
                         folder=folder, dataset=base_opt.dataset,
                         launcher=shlex.split(opt.launcher) if opt.launcher else None,
-                        with_test=opt.with_test_metrics, storage=storage, stale_after_s=60 * opt.stale_after,
-                        stop_requested=stop)
+                        with_test=opt.with_test_metrics, stale_after_s=60 * opt.stale_after, stop_requested=stop)
+        if opt.final_runs:
+            check_final_runs(trials, opt.final_runs, base_opt.n_epochs)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise UserError(f'cannot create the study folder {folder} ({error.strerror}); pass a writable '
+                            f'--save_path') from None
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a line of our own per trial instead
+        trials.storage = storage_of(opt.storage, folder)
+        setting = {'base': base, 'space': space_texts(opt), 'objective': metric, 'folds': folds,
+                   'with_test_metrics': opt.with_test_metrics}
+        study = open_study(study_name, trials.storage, setting, PRUNERS[opt.pruner]())
         protocol = f'cross-validation over {folds} folds' if folds else 'the --use_tv_split validation split'
         print(f'study {study_name} ({len(study.trials)} trials so far) in {folder}; objective {metric} on '
               f'{protocol}', flush=True)
         if not opt.report and opt.n_trials:
-            for number in fail_stale_trials(study, storage, trials.stale_after_s):
+            for number in fail_stale_trials(study, trials.storage, trials.stale_after_s):
                 print(f'trial {number} was left running by a worker that stopped: failed, its parameters queued '
                       f'again', flush=True)
             try:
@@ -216,16 +219,39 @@ def print_report(study, folder, best, skipped, metric):
           f'{folder}' + ''.join(f'; no {name}.png: {why}' for name, why in skipped.items()), flush=True)
 
 
+VALIDATION_FLAGS = ('use_tv_split', 'tv_split_perc', 'tv_split_by_samples', 'cv_folds', 'cv_fold', 'no_test_metrics')
+"""The base run's flags of the search's validation protocol, which a final run (all training classes) leaves out."""
+
+
+def final_run_arguments(trials, params, seed, n_epochs):
+    """main.py's arguments of the final run of `params` with `seed`: the base run without its validation protocol
+    (every training class trains), the test split evaluated once, after epoch `n_epochs`."""
+    base = without_flags(trials.base, VALIDATION_FLAGS, parameters.build_parser())
+    sampled = [argument for dimension in trials.dimensions for argument in dimension.arguments(params[dimension.flag])]
+    group = f'{trials.study_name}_final'
+    return [*base, *sampled, '--seed', str(seed), '--evaluate_every', str(n_epochs), '--save_path', trials.folder,
+            '--group', group, '--savename', f'{group}_s{seed}']
+
+
+def check_final_runs(trials, seeds, n_epochs):
+    """A one-line error, before anything trains, where main.py would refuse the final runs' arguments (e.g. a
+    --storage_metrics val_... of the base run, which has no validation split then)."""
+    probe = {dimension.flag: dimension.extremes()[0] for dimension in trials.dimensions}
+    try:
+        parameters.parse_args(final_run_arguments(trials, probe, seeds[0], n_epochs))
+    except UserError as error:
+        raise UserError(f'--final_runs: main.py refuses the final runs\' flags (the base run without its validation '
+                        f'split): {error}') from None
+
+
 def final_runs(trials, best, seeds, base_opt, folder):
     """Train the best setting on all training classes (no validation split) with each seed, the test split
     evaluated once after the last epoch; then their table (Result_Evaluations.py, last epoch)."""
-    sampled = [argument for dimension in trials.dimensions
-               for argument in dimension.arguments(best.params[dimension.flag])]
-    group = f'{trials.study_name}_final'
     n_epochs = best.params.get('n_epochs', base_opt.n_epochs)
     run_folders = []
     for seed in seeds:
-        name = f'{group}_s{seed}'
+        arguments = final_run_arguments(trials, best.params, seed, n_epochs)
+        name = arguments[-1]
         run_folder = os.path.join(folder, base_opt.dataset, name)
         run_folders.append(run_folder)
         if len(read_history(run_folder)) == n_epochs:
@@ -234,9 +260,7 @@ def final_runs(trials, best, seeds, base_opt, folder):
         if os.path.exists(run_folder):
             raise UserError(f'{run_folder} holds an unfinished final run; resume it with python main.py --resume '
                             f'{run_folder}, or remove it')
-        command = [*trials.launcher, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'main.py'),
-                   *trials.base, *sampled, '--seed', str(seed), '--evaluate_every', str(n_epochs),
-                   '--save_path', folder, '--group', group, '--savename', name]
+        command = [*trials.launcher, MAIN, *arguments]
         print(f'final run seed {seed}: {run_folder}', flush=True)
         os.makedirs(os.path.join(folder, 'logs'), exist_ok=True)
         try:

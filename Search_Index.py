@@ -18,7 +18,7 @@ import parameters
 from plumbing.errors import UserError, exit_code
 from plumbing.runtime import select_device
 from reporting.logs import setup_logging
-from search import knn, querying
+from search import index_store, knn, querying
 from search.catalogue import read_catalogue
 from run_folder.saved_flags import EVALUATION_SETTINGS
 from search.embedding import Embedder, sha256_of
@@ -52,7 +52,10 @@ def build_parser():
     build.add_argument('--nlist', type=int, default=None,
                        help='IVF lists (default about 4 sqrt(N), at most N / 39).')
     build.add_argument('--hnsw_m', type=int, default=DEFAULT_HNSW_M, help='HNSW links per vector.')
-    build.add_argument('--overwrite', action='store_true', help='Replace an index already in OUT.')
+    build.add_argument('--overwrite', action='store_true',
+                       help='Replace an index already in OUT (also a damaged one); files beside it stay.')
+    build.add_argument('--allow_other_files', action='store_true',
+                       help='Write the index into a folder that holds other files (none of them is changed).')
     group = build.add_argument_group('embedding settings, for a checkpoint without a config (the authors\' '
                                      'net.pth); a flag given here overrides the config')
     parameters.add_setting_overrides(group, EVALUATION_SETTINGS)
@@ -97,7 +100,8 @@ def build_parser():
     calibrate.add_argument('--max_false_match', type=float, default=DEFAULT_MAX_FALSE_MATCH,
                            help='The false-match rate the threshold may give at most (a wrong label answered).')
     calibrate.add_argument('--exclude_self', action='store_true',
-                           help='Queries in the index do not find themselves (leave-one-out on the catalogue).')
+                           help='Always on (accepted for older command lines): a query that is an image of the index '
+                                'is left out of its own neighbours (leave-one-out on the catalogue).')
     calibrate.add_argument('--out', type=os.path.expanduser, default=None, metavar='FILE.json',
                            help='Also write the calibration to FILE.json.')
     add_search_flags(calibrate)
@@ -147,6 +151,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     opt = build_parser().parse_args(argv)
     setup_logging()
+    if hasattr(sys.stdout, 'reconfigure'):  # a file name that is not UTF-8 is printed escaped, as stderr does
+        sys.stdout.reconfigure(errors='backslashreplace')
     check_runtime(opt)
     return {'build': build, 'add': add, 'query': query, 'calibrate': calibrate}[opt.command](opt)
 
@@ -156,10 +162,24 @@ def catalogue_of(opt, flag):
                           flag=flag)
 
 
-def build(opt):
-    if os.path.isfile(os.path.join(opt.index, 'metadata.json')) and not opt.overwrite:
+def check_build_target(opt):
+    """A one-line error where --index holds an index (without --overwrite) or other files (without
+    --allow_other_files)."""
+    kind, detail = index_store.contents(opt.index)
+    if kind == 'index' and not opt.overwrite:
         raise UserError(f'--index {opt.index} holds an index already; add images to it with Search_Index.py add, '
                         f'or pass --overwrite to replace it')
+    if kind == 'damaged' and not opt.overwrite:
+        raise UserError(f'--index {opt.index} holds a damaged index ({detail.rstrip(".")}); pass --overwrite to '
+                        f'replace it')
+    if kind == 'other' and not opt.allow_other_files:
+        shown = ', '.join(detail[:3]) + (f' and {len(detail) - 3} more' if len(detail) > 3 else '')
+        raise UserError(f'--index {opt.index} is not empty and holds no index ({shown}); pass a new or empty folder, '
+                        f'or --allow_other_files to write the index beside those files (none of them is changed)')
+
+
+def build(opt):
+    check_build_target(opt)
     if opt.nlist is not None and opt.nlist < 1:
         raise UserError(f'--nlist must be at least 1, got {opt.nlist}')
     catalogue = catalogue_of(opt, '--images')
@@ -168,6 +188,7 @@ def build(opt):
     checkpoint = {'path': os.path.abspath(opt.checkpoint), 'sha256': embedder.checkpoint['sha256'],
                   'config': embedder.checkpoint['config']}
     with writing(opt.index):
+        check_build_target(opt)  # again, holding the folder's lock: another build may have written it meanwhile
         search_index = SearchIndex.new(opt.index, opt.index_type, embedder.embed_dim, len(catalogue),
                                        embedder.settings, checkpoint, nlist=opt.nlist, hnsw_m=opt.hnsw_m)
         stats = querying.index_catalogue(search_index, embedder, catalogue, batch_size=opt.bs, workers=opt.workers)
@@ -251,7 +272,7 @@ def query(opt):
     querying.check_output(opt.picture, '--picture', ('.png',))
     queries = catalogue_of(opt, '--queries')
     search_index, embedder = opened_index(opt)
-    calibration = search_index.metadata.get('calibration')
+    calibration = search_index.metadata.get('calibration') if opt.classify else None
     threshold = opt.threshold
     if opt.classify:
         if not search_index.labelled():
@@ -262,10 +283,19 @@ def query(opt):
         elif threshold is None:
             logger.warning('no threshold: every query gets the majority label of its neighbours; choose one with '
                            'Search_Index.py calibrate, or pass --threshold')
-    k = opt.k or (calibration['k'] if opt.classify and calibration and opt.threshold is None else DEFAULT_K)
-    if opt.classify and calibration and threshold == calibration['threshold'] and k != calibration['k']:
-        logger.warning('the threshold %.4f was calibrated with -k %d, not %d', threshold, calibration['k'], k)
-    parameters_used = search_index.set_search_parameters(nprobe=opt.nprobe, efSearch=opt.ef_search)
+    # A classification keeps the calibration's k and search parameters unless told otherwise.
+    calibrated = calibration['search_parameters'] if calibration else {}
+    k = opt.k or (calibration['k'] if calibration else DEFAULT_K)
+    parameters_used = search_index.set_search_parameters(
+        nprobe=opt.nprobe if opt.nprobe is not None else calibrated.get('nprobe'),
+        efSearch=opt.ef_search if opt.ef_search is not None else calibrated.get('efSearch'))
+    if calibration and opt.threshold is None:
+        differing = [f'-k {calibration["k"]}, not {k}'] if k != calibration['k'] else []
+        differing += [f'{name} {value}, not {parameters_used[name]}' for name, value in calibrated.items()
+                      if parameters_used.get(name) != value]
+        if differing:
+            logger.warning('the threshold was calibrated with %s: its false-match rate may not hold',
+                           '; '.join(differing))
     results, stats = querying.query_catalogue(search_index, embedder, queries, k=k, batch_size=opt.bs,
                                               workers=opt.workers, exclude_self=opt.exclude_self)
     answers = querying.classify(search_index, results, threshold) if opt.classify else None
@@ -288,7 +318,8 @@ def query(opt):
     if answers is not None:
         unknown = sum(answer is None for _, _, answer in answers)
         print(f'classified: {len(answers) - unknown} answered, {unknown} unknown'
-              + (f' (threshold {threshold:.4f})' if threshold is not None else ' (no threshold)'))
+              + (f' (threshold {threshold:.4f})' if threshold is not None else
+                 ' (no threshold needed, as calibrated)' if calibration else ' (no threshold)'))
     return 0
 
 
@@ -320,8 +351,12 @@ def calibrate(opt):
         if not search_index.labelled():
             raise UserError(f'{opt.index} holds no labels, so there is no kNN answer to calibrate')
         parameters_used = search_index.set_search_parameters(nprobe=opt.nprobe, efSearch=opt.ef_search)
+        # A query that is an image of the index would find itself at similarity 1 and vote for its own label.
         results, stats = querying.query_catalogue(search_index, embedder, queries, k=opt.k, batch_size=opt.bs,
-                                                  workers=opt.workers, exclude_self=opt.exclude_self)
+                                                  workers=opt.workers, exclude_self=True)
+        in_index = sum(search_index.row_of(result.path) is not None for result in results)
+        if in_index:
+            logger.info('%d of the queries are images of the index: each is left out of its own neighbours', in_index)
         answers = querying.classify(search_index, results)
         chosen = knn.choose_threshold([answer for answer, _, _ in answers], [c for _, c, _ in answers],
                                       [result.label for result in results], opt.max_false_match)
@@ -329,7 +364,7 @@ def calibrate(opt):
         known = sum(result.label in catalogue_labels for result in results)
         calibration = {**chosen, 'k': opt.k, 'max_false_match': opt.max_false_match, 'queries': len(results),
                        'queries_of_catalogue_classes': known, 'queries_of_other_classes': len(results) - known,
-                       'exclude_self': opt.exclude_self, 'search_parameters': parameters_used,
+                       'exclude_self': True, 'queries_in_index': in_index, 'search_parameters': parameters_used,
                        'source': os.path.abspath(queries.source), 'time': time.strftime('%Y-%m-%d %H:%M:%S')}
         search_index.metadata['calibration'] = calibration
         search_index.save_metadata()
@@ -337,10 +372,15 @@ def calibrate(opt):
         from plumbing.files import atomic_write_json
 
         atomic_write_json(opt.out, calibration)
-    print(f'threshold {chosen["threshold"]:.4f} (k {opt.k}) on {len(results)} labelled queries ({known} of catalogue '
-          f'classes, {len(results) - known} of others): false-match rate {chosen["false_match_rate"]:.4f} '
-          f'(target <= {opt.max_false_match}), correct {chosen["correct_rate"]:.4f}, unknown '
-          f'{chosen["unknown_rate"]:.4f}; stored in {opt.index}')
+    if chosen['threshold'] is None:
+        head = 'no threshold needed: every answer stands'
+    else:
+        head = (f'threshold {chosen["threshold"]:.4f}: answers more confident than {chosen["rejected_confidence"]:.4f}'
+                f' stand')
+    print(f'{head} (k {opt.k}) on {len(results)} labelled queries ({known} of catalogue classes, '
+          f'{len(results) - known} of others, {in_index} in the index): false-match rate '
+          f'{chosen["false_match_rate"]:.4f} (target <= {opt.max_false_match}), correct {chosen["correct_rate"]:.4f}, '
+          f'unknown {chosen["unknown_rate"]:.4f}; stored in {opt.index}')
     if chosen['rejects_all']:
         logger.warning('the threshold answers no query: at any lower one more than %.2f%% of these queries get a '
                        'wrong label; the embedding does not separate them', 100 * opt.max_false_match)

@@ -6,7 +6,8 @@
 # class-disjoint cross-validation of the training classes (the test classes are never evaluated) and report
 # val_mAP@R to Optuna's median pruner. Submitted again, the array continues the study: a trial whose task was
 # killed is failed and queued again once its worker has given no sign of life for --stale_after minutes.
-# Workers sharing a file system may leave out --storage: the study's journal file in the study folder serves them.
+# Workers sharing a file system may leave out --storage: the journal file of the study folder
+# (Training_Results/hyperparameter_search/cub_ms_obdsd) serves them.
 # When the array is done, the best setting's final runs (all training classes, tested once after the last epoch):
 #   python Hyperparameter_Search.py <the same flags> --report --final_runs 0 1 2 3 4
 #SBATCH --job-name=obd_sd_search

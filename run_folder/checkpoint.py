@@ -3,8 +3,11 @@
 Everything is read with torch.load(weights_only=True): a checkpoint that carries pickled code is refused,
 and its code never runs.
 """
+import os
 import pickle
 import re
+import sys
+import zipfile
 
 import torch
 
@@ -56,13 +59,42 @@ def read_checkpoint(path):
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         code = re.search(r'unsupported\s+(?:global|class)\W*(?:GLOBAL\s+)?([\w.]*)', str(error), re.IGNORECASE)
-        if code:
+        if code and not breaks_off(code.group(1)):
             named = f' ({code.group(1)})' if code.group(1) else ''
             raise UserError(f'{path} carries pickled Python objects{named} whose loading could run code, so it is '
                             f'refused; re-save it as a plain state dict') from None
-        raise UserError(f'{path} is damaged ({torch_reason(error)}); use another copy') from None
+        raise UserError(damage_of(path, head, error, ends_early=bool(code))) from None
     except Exception as error:
-        raise UserError(f'{path} is damaged ({torch_reason(error)}); use another copy') from None
+        raise UserError(damage_of(path, head, error)) from None
+
+
+def breaks_off(name):
+    """Whether the global `name` ('module.attribute') that a pickle asks for was cut off mid-way, as in a legacy
+    checkpoint cut short: the attribute is empty, or its module is loaded here and has no such attribute. (Nothing
+    is imported: the file is untrusted.)"""
+    module, _, attribute = name.rpartition('.')
+    return not attribute or (module in sys.modules and not hasattr(sys.modules[module], attribute))
+
+
+def damage_of(path, head, error, ends_early=False):
+    """The one-line error of a checkpoint torch cannot read: cut short (its end is missing: an interrupted save,
+    copy or download), or damaged otherwise. `ends_early`: the pickle broke off in a name."""
+    size = os.path.getsize(path)
+    cut_short = f'{path} is cut short ({size:,} bytes, its end is missing): a save, copy or download of it was ' \
+                f'interrupted; copy it again, or use another checkpoint'
+    if head.startswith(b'PK'):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                broken = archive.testzip()
+        except zipfile.BadZipFile:  # no end-of-archive record: the archive stops before its end
+            return cut_short
+        except (OSError, EOFError, RuntimeError):
+            broken = None
+        if broken is not None:
+            return f'{path} is damaged: its part {broken} fails its checksum; copy it again, or use another checkpoint'
+    elif ends_early or isinstance(error, EOFError) or re.search(r'EOF|unpack requires|truncated', str(error)):
+        return cut_short
+    return f'{path} is damaged ({torch_reason(error)}); copy it again, or use another checkpoint'
 
 
 def torch_reason(error):
@@ -97,6 +129,12 @@ def load_checkpoint_into(model, checkpoint, path):
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     arch = getattr(model, 'arch', type(model).__name__)
+    if not set(state) & set(expected):
+        named = ', '.join(sorted(state)[:3]) + (', ...' if len(state) > 3 else '')
+        raise UserError(f'{path} holds {len(state)} tensors ({named}) and none of the {len(expected)} weights of an '
+                        f'--arch {arch} network: it is not a checkpoint of an embedding network; pass one that main.py '
+                        f'wrote (best_e_recall@1.pth, last.pth) or the authors\' net.pth, with the --arch it was '
+                        f'trained with')
     if missing or unexpected:
         example = (missing or unexpected)[0]
         raise UserError(f'{path} was made for another architecture than --arch {arch} '

@@ -6,24 +6,33 @@
     OUT/index-G.faiss   the faiss index (faiss.read_index reads it): row i is item i; inner product metric
     OUT/items-G.csv     id,path,label,split of every row (label and split empty where unknown)
 
-G, the generation, grows by one with every write. A write puts the new index and items files beside the old ones,
-then replaces metadata.json (atomically) to name them, then removes the old ones: a write stopped at any point leaves
-the previous index whole, and one process at a time writes (OUT/run.lock).
+G, the generation, grows with every write. One process at a time writes (OUT/run.lock); readers take no lock. A
+write first names the files it is about to make in metadata.json (`pending_files`), puts them beside the old ones,
+then replaces metadata.json (atomically) to name them, keeping the previous generation's files for readers still
+reading them (`kept_files`), and removes the files that the previous metadata.json kept or left pending. So a write
+stopped at any point leaves the previous index whole and its files named; a reader opens the two files of the
+generation that metadata.json names and reads that generation whole, also while a writer works (where two writes
+end between its reading metadata.json and opening the files, it reads metadata.json once more). Nothing in the
+folder is ever removed unless metadata.json names it (or it is the temporary file of an interrupted write,
+plumbing.files.TEMPORARY_NAME): a user's own files beside the index stay as they are.
 """
 import contextlib
 import csv
+import io
 import json
 import logging
 import math
 import os
+import re
 import time
 
 import faiss
 import numpy as np
 
 from plumbing.errors import UserError
-from plumbing.files import atomic_write_json, atomic_write_with
-from run_folder.lock import claim_run_folder
+from plumbing.files import TEMPORARY_NAME, atomic_write_bytes, atomic_write_json, atomic_write_with
+from run_folder.lock import LOCK_FILE, claim_run_folder
+from run_folder.saved_flags import EVALUATION_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +46,27 @@ ADD_CHUNK = 65536
 """Rows handed to faiss at a time."""
 PADDING = -1
 """The id faiss gives where it finds fewer than k neighbours."""
+FILE_NAMES = re.compile(r'^(index-[0-9]+\.faiss|items-[0-9]+\.csv)$')
+"""The names of the files a write makes: metadata.json names only these, all inside the folder."""
+PATH_ENCODING = {'encoding': 'utf-8', 'errors': 'surrogateescape'}
+"""How items-G.csv stores paths: UTF-8, and a file name that is not UTF-8 (caf\\xe9.jpg on Linux) byte for byte."""
+REQUIRED = {'generation': int, 'count': int, 'index_file': str, 'items_file': str, 'index': dict, 'embedding': dict,
+            'checkpoint': dict, 'history': list}
+"""metadata.json's entries and their types (besides `format`)."""
+REQUIRED_INSIDE = {'index': ('factory', 'type', 'search_parameters'), 'embedding': EVALUATION_SETTINGS,
+                   'checkpoint': ('path', 'sha256')}
+
+
+class DamagedIndex(UserError):
+    """An index folder whose metadata.json or files cannot be used as they are; build --overwrite replaces it."""
+
+
+class UnfinishedIndex(UserError):
+    """An index folder whose first build stopped before its end: no index yet; a build may go ahead."""
+
+
+class Vanished(Exception):
+    """A file that metadata.json named was gone when it was opened (a writer removed it meanwhile, or a hand)."""
 
 
 def default_nlist(count):
@@ -108,30 +138,38 @@ class SearchIndex:
 
     @classmethod
     def load(cls, folder):
-        """The index in `folder`, checked: a one-line error where it is missing, foreign or inconsistent."""
-        path = os.path.join(folder, METADATA)
-        if not os.path.isfile(path):
-            what = 'does not exist' if not os.path.exists(folder) else f'has no {METADATA}'
-            raise UserError(f'--index {folder} {what}; make an index with Search_Index.py build first')
-        metadata = read_json(path)
-        if not isinstance(metadata, dict) or metadata.get('format') != FORMAT:
-            raise UserError(f'{path} is not the record of a search index ({FORMAT}); pass a folder that '
-                            f'Search_Index.py build wrote')
+        """The index in `folder`, checked: a one-line error where it is missing, foreign or inconsistent. Readers
+        take no lock: where the generation metadata.json names was removed before its files were opened (two writes
+        ended meanwhile), metadata.json is read once more."""
+        metadata = read_metadata(folder)
+        try:
+            return cls.read_generation(folder, metadata)
+        except Vanished as gone:
+            again = read_metadata(folder)
+            if again.get('generation') == metadata.get('generation'):
+                raise DamagedIndex(f'{folder} lacks {gone}, which its {METADATA} names; the folder was changed by '
+                                   f'hand: {REBUILD}') from None
+        try:
+            return cls.read_generation(folder, again)
+        except Vanished:
+            raise UserError(f'{folder} changed twice while it was read (other processes are writing it); try '
+                            f'again') from None
+
+    @classmethod
+    def read_generation(cls, folder, metadata):
+        """The index of the generation `metadata` names; Vanished where one of its files is gone."""
         index_path = os.path.join(folder, metadata['index_file'])
         items_path = os.path.join(folder, metadata['items_file'])
-        for needed in (index_path, items_path):
-            if not os.path.isfile(needed):
-                raise UserError(f'{folder} lacks {os.path.basename(needed)}, which its {METADATA} names; the folder '
-                                f'was changed by hand: build the index again')
-        try:
-            index = faiss.read_index(index_path)
-        except RuntimeError:
-            raise UserError(f'{index_path} is damaged (faiss cannot read it); build the index again') from None
-        paths, labels, splits = read_items(items_path)
+        with opened(index_path) as index_stream, opened(items_path) as items_stream:  # both open: removal is harmless
+            try:
+                index = faiss.read_index(faiss.PyCallbackIOReader(index_stream.read))
+            except RuntimeError:
+                raise DamagedIndex(f'{index_path} is damaged (faiss cannot read it); {REBUILD}') from None
+            paths, labels, splits = read_items(items_stream, items_path)
         count, dim = metadata['count'], metadata['embedding']['embed_dim']
         if not index.ntotal == len(paths) == count or index.d != dim:
-            raise UserError(f'{folder} is inconsistent: {index.ntotal} vectors of {index.d} dimensions, {len(paths)} '
-                            f'items, its {METADATA} says {count} of {dim}; build the index again')
+            raise DamagedIndex(f'{folder} is inconsistent: {index.ntotal} vectors of {index.d} dimensions, '
+                               f'{len(paths)} items, its {METADATA} says {count} of {dim}; {REBUILD}')
         return cls(folder, index, paths, labels, splits, metadata)
 
     def __len__(self):
@@ -208,27 +246,177 @@ class SearchIndex:
     def save(self, command, **record):
         """Write the index as its next generation (see the module docstring), inside `writing(folder)`;
         `command` and `record` go into the history."""
-        previous = read_json(os.path.join(self.folder, METADATA)) if os.path.isfile(
-            os.path.join(self.folder, METADATA)) else None
-        generation = max(self.metadata['generation'], previous.get('generation', 0) if isinstance(previous, dict)
-                         else 0) + 1
-        index_file, items_file = f'index-{generation}.faiss', f'items-{generation}.csv'
-        atomic_write_with(os.path.join(self.folder, index_file), lambda path: faiss.write_index(self.index, path))
-        atomic_write_with(os.path.join(self.folder, items_file),
-                          lambda path: write_items(path, self.paths, self.labels, self.splits))
-        history = self.metadata['history'] + [{'command': command, 'time': time.strftime('%Y-%m-%d %H:%M:%S'),
-                                               **record, 'count': len(self)}]
-        self.metadata.update(generation=generation, count=len(self), index_file=index_file, items_file=items_file,
-                             history=history)
-        atomic_write_json(os.path.join(self.folder, METADATA), self.metadata)
-        for name in os.listdir(self.folder):  # earlier generations, and files of writes that stopped half-way
-            if (name.startswith(('index-', 'items-')) and name.endswith(('.faiss', '.csv'))
-                    and name not in (index_file, items_file)):
-                os.remove(os.path.join(self.folder, name))
+        path = os.path.join(self.folder, METADATA)
+        before = read_bytes(path)
+        previous, named = earlier_record(before)
+        generation = max(self.metadata['generation'], previous['generation'] if previous else 0) + 1
+        while any(os.path.lexists(os.path.join(self.folder, name)) for name in generation_files(generation)):
+            generation += 1  # a name taken (by a user's file, or by a write that stopped): never overwrite it
+        index_file, items_file = generation_files(generation)
+        announced = dict(previous or {'format': FORMAT, 'generation': 0, 'count': 0, 'index_file': None,
+                                      'items_file': None})
+        announced['pending_files'] = sorted(set(named['pending']) | {index_file, items_file})
+        atomic_write_json(path, announced)
+        try:
+            atomic_write_with(os.path.join(self.folder, index_file),
+                              lambda target: faiss.write_index(self.index, target))
+            atomic_write_with(os.path.join(self.folder, items_file),
+                              lambda target: write_items(target, self.paths, self.labels, self.splits))
+            history = self.metadata['history'] + [{'command': command, 'time': time.strftime('%Y-%m-%d %H:%M:%S'),
+                                                   **record, 'count': len(self)}]
+            metadata = {name: value for name, value in self.metadata.items() if name != 'pending_files'}
+            metadata.update(generation=generation, count=len(self), index_file=index_file, items_file=items_file,
+                            kept_files=named['current'], history=history)
+            atomic_write_json(path, metadata)
+        except BaseException:  # the files of this write go, and metadata.json is as it was (where it can be written)
+            for name in (index_file, items_file):
+                remove_file(self.folder, name)
+            with contextlib.suppress(OSError, UserError):
+                if before is None:
+                    remove_file(self.folder, METADATA)
+                else:
+                    atomic_write_bytes(path, before)
+            raise
+        self.metadata = metadata
+        for name in sorted(set(named['removable']) - {index_file, items_file} - set(named['current'])):
+            remove_file(self.folder, name)
+        if before is not None and previous is None:  # a damaged record replaced: what it may have named stays
+            left = sorted(name for name in os.listdir(self.folder) if FILE_NAMES.match(name)
+                          and name not in (index_file, items_file, *named['removable']))
+            if left:
+                logger.warning('left in %s: %s, which the damaged %s did not name (remove them where they are not '
+                               'yours)', self.folder, ', '.join(left), METADATA)
 
     def save_metadata(self):
         """Rewrite metadata.json alone (e.g. a calibration), the index files unchanged; inside `writing(folder)`."""
         atomic_write_json(os.path.join(self.folder, METADATA), self.metadata)
+
+
+REBUILD = 'build it again with Search_Index.py build --overwrite'
+
+
+def generation_files(generation):
+    return f'index-{generation}.faiss', f'items-{generation}.csv'
+
+
+def read_bytes(path):
+    try:
+        with open(path, 'rb') as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise UserError(f'cannot read {path} ({error.strerror})') from None
+
+
+def remove_file(folder, name):
+    try:
+        os.remove(os.path.join(folder, name))
+    except FileNotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def opened(path):
+    """`path` opened for reading; Vanished where it is gone."""
+    try:
+        stream = open(path, 'rb')
+    except FileNotFoundError:
+        raise Vanished(os.path.basename(path)) from None
+    except OSError as error:
+        raise UserError(f'cannot read {path} ({error.strerror})') from None
+    with stream:
+        yield stream
+
+
+def parsed_json(data, path):
+    try:
+        return json.loads(data.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise DamagedIndex(f'{path} is damaged (not JSON: {error}); {REBUILD}') from None
+
+
+def check_metadata(metadata, path):
+    """A DamagedIndex naming the first entry of metadata.json that is missing or wrong; a UserError where it is no
+    index's record at all."""
+    if not isinstance(metadata, dict) or metadata.get('format') != FORMAT:
+        raise UserError(f'{path} is not the record of a search index ({FORMAT}); pass a folder that '
+                        f'Search_Index.py build wrote')
+    if metadata.get('index_file') is None and 'pending_files' in metadata:
+        raise UnfinishedIndex(f'{os.path.dirname(path)} holds no finished index: a build into it stopped before its '
+                              f'end; run the build again')
+    for name, kind in REQUIRED.items():
+        if not isinstance(metadata.get(name), kind) or (kind is int and isinstance(metadata[name], bool)):
+            what = 'lacks' if name not in metadata else 'has a wrong'
+            raise DamagedIndex(f'{path} {what} "{name}" (expected {kind.__name__}); {REBUILD}')
+    for name, inside in REQUIRED_INSIDE.items():
+        missing = [key for key in inside if key not in metadata[name]]
+        if missing:
+            raise DamagedIndex(f'{path} lacks "{name}": "{missing[0]}"; {REBUILD}')
+    for name in ('index_file', 'items_file'):
+        if not FILE_NAMES.match(metadata[name]):
+            raise DamagedIndex(f'{path} names {metadata[name]!r} as its {name}: not a file of this folder; {REBUILD}')
+
+
+def read_metadata(folder):
+    """The checked metadata.json of the index folder `folder`; a one-line error where it is missing or damaged."""
+    path = os.path.join(folder, METADATA)
+    data = read_bytes(path)
+    if data is None:
+        what = 'does not exist' if not os.path.exists(folder) else f'has no {METADATA}'
+        raise UserError(f'--index {folder} {what}; make an index with Search_Index.py build first')
+    metadata = parsed_json(data, path)
+    check_metadata(metadata, path)
+    return metadata
+
+
+def earlier_record(data):
+    """(the valid metadata of the index a write replaces, or None where there is none or it is damaged; the files
+    its record names {'current', 'pending', 'removable'}). Only names a write makes count, so a damaged record can
+    name nothing outside the folder; one that cannot be read names nothing."""
+    named = {'current': [], 'pending': [], 'removable': []}
+    try:
+        metadata = json.loads(data.decode('utf-8')) if data is not None else None
+    except (UnicodeDecodeError, ValueError):
+        return None, named
+    if not isinstance(metadata, dict):
+        return None, named
+
+    def names(*values):
+        flat = [value for entry in values for value in (entry if isinstance(entry, list) else [entry])]
+        return sorted({value for value in flat if isinstance(value, str) and FILE_NAMES.match(value)})
+
+    current = names(metadata.get('index_file'), metadata.get('items_file'))
+    named['pending'] = names(metadata.get('pending_files'))
+    try:
+        check_metadata(metadata, METADATA)
+    except UserError:  # damaged, or a build that stopped: every file it names may go
+        named['removable'] = names(current, named['pending'], metadata.get('kept_files'))
+        return None, named
+    named['current'] = current
+    named['removable'] = names(named['pending'], metadata.get('kept_files'))
+    return metadata, named
+
+
+def contents(folder):
+    """What the folder `folder` holds, for a build: ('empty', None) (also where it does not exist, or holds only a
+    lock or the temporary files of a write that was killed), ('index', None), ('unfinished', None) (a build that
+    stopped), ('damaged', why) or ('other', the names of its files)."""
+    try:
+        names = sorted(name for name in os.listdir(folder) if name != LOCK_FILE and not TEMPORARY_NAME.match(name))
+    except FileNotFoundError:
+        return 'empty', None
+    except NotADirectoryError:
+        raise UserError(f'--index {folder} is a file; pass a folder (new, or one that holds an index)') from None
+    if METADATA in names:
+        try:
+            read_metadata(folder)
+        except UnfinishedIndex:
+            return 'unfinished', None
+        except UserError as error:  # damaged, or foreign
+            return 'damaged', str(error)
+        return 'index', None
+    return ('other', names) if names else ('empty', None)
 
 
 @contextlib.contextmanager
@@ -250,30 +438,35 @@ def writing(folder):
             os.rmdir(folder)
 
 
-def read_json(path):
-    try:
-        with open(path, encoding='utf-8') as stream:
-            return json.load(stream)
-    except (OSError, ValueError) as error:
-        raise UserError(f'cannot read {path} ({error}); build the index again') from None
-
-
 def write_items(path, paths, labels, splits):
-    with open(path, 'w', encoding='utf-8', newline='') as stream:
+    with open(path, 'w', newline='', **PATH_ENCODING) as stream:
         writer = csv.writer(stream)
-        writer.writerow(['id', 'path', 'label', 'split'])
+        writer.writerow(ITEMS_HEADER)
         for row, (image, label, split) in enumerate(zip(paths, labels, splits)):
             writer.writerow([row, image, '' if label is None else label, '' if split is None else split])
 
 
-def read_items(path):
-    """(paths, labels, splits) of an items-G.csv file; None where a label or split is empty."""
+ITEMS_HEADER = ['id', 'path', 'label', 'split']
+
+
+def read_items(stream, path):
+    """(paths, labels, splits) of an items-G.csv file open as the binary `stream`; None where a label or split is
+    empty. A DamagedIndex where a row is cut off or out of order."""
     paths, labels, splits = [], [], []
-    with open(path, encoding='utf-8', newline='') as stream:
-        reader = csv.reader(stream)
-        next(reader, None)
-        for _, image, label, split in reader:
-            paths.append(image)
-            labels.append(label or None)
-            splits.append(split or None)
+    text = io.TextIOWrapper(stream, newline='', **PATH_ENCODING)
+    try:
+        reader = csv.reader(text)
+        if next(reader, None) != ITEMS_HEADER:
+            raise DamagedIndex(f'{path} is damaged (its header is not {",".join(ITEMS_HEADER)}); {REBUILD}')
+        for row in reader:
+            if len(row) != 4 or row[0] != str(len(paths)):
+                raise DamagedIndex(f'{path} is damaged (line {reader.line_num} is not row {len(paths)}: id,path,label,'
+                                   f'split; the file was cut off or edited); {REBUILD}')
+            paths.append(row[1])
+            labels.append(row[2] or None)
+            splits.append(row[3] or None)
+    except csv.Error as error:
+        raise DamagedIndex(f'{path} is damaged ({error}); {REBUILD}') from None
+    finally:
+        text.detach()
     return paths, labels, splits

@@ -8,8 +8,11 @@ taken for an image of no class of the catalogue.
 The threshold is chosen on labelled queries (`choose_threshold`): a false match is an answer (not "unknown") that
 is not the query's label, whether the query's class is in the catalogue or not; the false-match rate is their
 number over all queries. The chosen threshold is the lowest one whose false-match rate is at most the target: of
-the thresholds that keep false matches that rare, the one that answers the most queries.
+the thresholds that keep false matches that rare, the one that answers the most queries. Exactly: with n queries
+and m the most false matches the target allows (m / n <= target), the threshold is None (none needed) where at most
+m answers are wrong, else the float64 just above the (m+1)-th highest confidence of a wrong answer.
 """
+import math
 from collections import defaultdict
 
 import numpy as np
@@ -41,37 +44,47 @@ def thresholded(answer, confidence, threshold):
 
 
 def rates(answers, confidences, truths, threshold):
-    """{'false_match', 'correct', 'unknown'} rates over all queries at `threshold`."""
+    """{'false_match', 'correct', 'unknown'} rates over all queries at `threshold` (None: no threshold)."""
     answers, truths = list(answers), list(truths)
-    confidences = np.asarray(confidences, dtype=np.float64)
-    answered = np.array([answer is not UNKNOWN for answer in answers]) & (np.nan_to_num(confidences, nan=-np.inf)
-                                                                          >= threshold)
+    answered = np.array([thresholded(answer, confidence, threshold) is not UNKNOWN
+                         for answer, confidence in zip(answers, confidences)], dtype=bool)
     right = np.array([answer == truth for answer, truth in zip(answers, truths)], dtype=bool)
     n = max(len(answers), 1)
     return {'false_match': float((answered & ~right).sum() / n), 'correct': float((answered & right).sum() / n),
             'unknown': float((~answered).sum() / n)}
 
 
+def allowed_false_matches(n, max_false_match):
+    """The most false matches m among `n` queries with m / n <= `max_false_match` (exact, not rounded)."""
+    m = math.floor(max_false_match * n)
+    while m + 1 <= n and (m + 1) / n <= max_false_match:
+        m += 1
+    while m > 0 and m / n > max_false_match:
+        m -= 1
+    return max(m, 0)
+
+
 def choose_threshold(answers, confidences, truths, max_false_match):
     """The lowest threshold whose false-match rate on these labelled queries is at most `max_false_match`, and
-    the rates it gives: {'threshold', 'false_match_rate', 'correct_rate', 'unknown_rate', 'rejects_all'}.
+    the rates it gives: {'threshold', 'rejected_confidence', 'false_match_rate', 'correct_rate', 'unknown_rate',
+    'rejects_all'}.
 
-    `answers` and `confidences` are vote()'s for each query, `truths` the queries' labels. The candidates are the
-    confidences themselves (a query is answered at threshold t when its confidence >= t) and one just above the
-    highest (every query unknown), which always meets the target.
+    `answers` and `confidences` are vote()'s for each query, `truths` the queries' labels; a query is answered at
+    threshold t when its confidence >= t. The false matches at t are the wrong answers with confidence >= t, a count
+    that only drops just above the confidence of a wrong answer. So with m = allowed_false_matches(n, target) and
+    w the (m+1)-th highest confidence of a wrong answer, every t <= w gives more than m false matches and every
+    t > w at most m: the lowest threshold is the float64 just above w (`rejected_confidence`: w), and every query
+    more confident than w is answered (one as confident as w is not, right or wrong: a tie is rejected whole). With
+    at most m wrong answers no threshold is needed: None, every answer stands.
     """
-    confidences = np.asarray(confidences, dtype=np.float64)
-    finite = confidences[np.isfinite(confidences)]
-    top = float(finite.max()) if finite.size else 0.0
-    candidates = np.unique(np.append(finite, np.nextafter(top, np.inf)))
     answers, truths = list(answers), list(truths)
-    wrong = np.array([answer is not UNKNOWN and answer != truth for answer, truth in zip(answers, truths)])
-    wrong_confidences = np.sort(np.nan_to_num(confidences[wrong], nan=-np.inf))
-    n = max(len(answers), 1)
-    # False matches at threshold t: the wrong answers whose confidence >= t (non-increasing in t).
-    false_matches = len(wrong_confidences) - np.searchsorted(wrong_confidences, candidates, side='left')
-    feasible = np.flatnonzero(false_matches / n <= max_false_match)
-    threshold = float(candidates[feasible[0]])
+    confidences = np.asarray(confidences, dtype=np.float64)
+    wrong = np.array([answer is not UNKNOWN and answer != truth for answer, truth in zip(answers, truths)], dtype=bool)
+    wrong_confidences = np.sort(np.nan_to_num(confidences[wrong], nan=-np.inf))[::-1]
+    m = allowed_false_matches(len(answers), max_false_match)
+    rejected = float(wrong_confidences[m]) if len(wrong_confidences) > m else None
+    threshold = None if rejected is None else float(np.nextafter(rejected, np.inf))
     chosen = rates(answers, confidences, truths, threshold)
-    return {'threshold': threshold, 'false_match_rate': chosen['false_match'], 'correct_rate': chosen['correct'],
-            'unknown_rate': chosen['unknown'], 'rejects_all': chosen['unknown'] == 1.0 and len(answers) > 0}
+    return {'threshold': threshold, 'rejected_confidence': rejected, 'false_match_rate': chosen['false_match'],
+            'correct_rate': chosen['correct'], 'unknown_rate': chosen['unknown'],
+            'rejects_all': chosen['unknown'] == 1.0 and len(answers) > 0}

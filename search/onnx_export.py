@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 
@@ -89,28 +90,63 @@ def export(network, path, *, input_kind='uint8', image_size, opset=DEFAULT_OPSET
                         + (' onnxscript' if 'onnxscript' in missing else ''))
     wrapped = NormalisedEmbedding(network, input_kind).eval()
     example = (example_input(input_kind, image_size),)
-    with warnings.catch_warnings(), torch.no_grad():
-        # The TorchScript exporter warns that it is the legacy one, and about Python numbers traced as constants
-        # (timm's shape checks, constant for one image size): neither concerns this graph.
-        warnings.simplefilter('ignore', category=DeprecationWarning)
-        warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
-        if exporter == 'dynamo':
-            torch.onnx.export(wrapped, example, path, dynamo=True, input_names=['images'],
-                              output_names=['embeddings'], opset_version=opset,
-                              dynamic_shapes=({0: torch.export.Dim('batch')},), external_data=False)
-        elif exporter == 'torchscript':
-            torch.onnx.export(wrapped, example, path, dynamo=False, input_names=['images'],
-                              output_names=['embeddings'], opset_version=opset,
-                              dynamic_axes={'images': {0: 'batch'}, 'embeddings': {0: 'batch'}})
-        else:
-            raise UserError(f'--exporter {exporter!r}: choose one of {", ".join(EXPORTERS)}')
-    model = onnx.load(path)
-    onnx.checker.check_model(model)
+    if exporter not in EXPORTERS:
+        raise UserError(f'--exporter {exporter!r}: choose one of {", ".join(EXPORTERS)}')
+    try:
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad(), native_output_held() as held:
+            # The TorchScript exporter warns that it is the legacy one, and about Python numbers traced as constants
+            # (timm's shape checks, constant for one image size): neither concerns this graph. The others are shown
+            # after an export that worked (a failed one says why in one line).
+            warnings.simplefilter('default')
+            warnings.simplefilter('ignore', category=DeprecationWarning)
+            warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
+            if exporter == 'dynamo':
+                torch.onnx.export(wrapped, example, path, dynamo=True, input_names=['images'],
+                                  output_names=['embeddings'], opset_version=opset,
+                                  dynamic_shapes=({0: torch.export.Dim('batch')},), external_data=False)
+            else:
+                torch.onnx.export(wrapped, example, path, dynamo=False, input_names=['images'],
+                                  output_names=['embeddings'], opset_version=opset,
+                                  dynamic_axes={'images': {0: 'batch'}, 'embeddings': {0: 'batch'}})
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception as error:  # the exporters raise many types (OnnxExporterError, RuntimeError, ...), all a refusal
+        other = ', or --exporter dynamo' if exporter == 'torchscript' else ''
+        raise UserError(f'torch.onnx\'s {exporter} exporter cannot export this network at --opset {opset} '
+                        f'({first_line(error)}); use the default --opset {DEFAULT_OPSET}{other}') from None
+    sys.stdout.write(''.join(held))
+    for warning in caught:
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     for key, value in (metadata or {}).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)
     onnx.save(model, path)
     return path
+
+
+@contextlib.contextmanager
+def native_output_held():
+    """What this process writes to its standard output (file descriptor 1, C++ code included) while in the block,
+    held back: the block gets a list that holds it (as text) afterwards. torch's TorchScript exporter prints its whole
+    graph there when it fails."""
+    sys.stdout.flush()
+    saved, output = os.dup(1), []
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 1)
+        try:
+            yield output
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            held.seek(0)
+            output.append(held.read().decode(errors='replace'))
+
+
+def first_line(error):
+    """The first line of an exporter's message (they run to many lines), or the exception's name."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def session(path):

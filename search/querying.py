@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from plumbing.errors import UserError
-from plumbing.files import atomic_write_bytes, atomic_write_text
+from plumbing.files import atomic_write_bytes
 from reporting.figures import save_neighbour_grid
 from search import index_store, knn
 from search.index_store import PADDING
@@ -182,12 +182,18 @@ def check_output(path, flag, extensions):
 
 
 def write_records(path, query_records, summary=None):
-    """The records as CSV (.csv) or JSON (.json: {'summary': ..., 'queries': [...]}), written atomically."""
+    """The records as CSV (.csv) or JSON (.json: {'summary': ..., 'queries': [...]}), written atomically. A file
+    name that is not UTF-8 (caf\\xe9.jpg on Linux) keeps its bytes in the CSV file (as `ls` prints it); the JSON
+    file is then written in ASCII, the name escaped (\\udce9), which Python's json and os read back as that file."""
     if path.lower().endswith('.csv'):
-        atomic_write_text(path, csv_text(query_records))
-    else:
-        atomic_write_bytes(path, (json.dumps({'summary': summary or {}, 'queries': query_records}, indent=1,
-                                             ensure_ascii=False) + '\n').encode('utf-8'))
+        atomic_write_bytes(path, csv_text(query_records).encode('utf-8', 'surrogateescape'))
+        return
+    document = {'summary': summary or {}, 'queries': query_records}
+    try:
+        data = json.dumps(document, indent=1, ensure_ascii=False).encode('utf-8')
+    except UnicodeEncodeError:
+        data = json.dumps(document, indent=1).encode('ascii')
+    atomic_write_bytes(path, data + b'\n')
 
 
 def picture_rows(query_records):

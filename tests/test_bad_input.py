@@ -100,7 +100,7 @@ def test_damaged_checkpoints_in_test_pretrained_models(cub, code_payload, tmp_pa
     truncated = tmp_path / 'truncated.pth'
     torch.save({'w': torch.zeros(1000)}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:300])
-    for path, message in ((pickled, 'pickled Python objects'), (truncated, 'damaged'),
+    for path, message in ((pickled, 'pickled Python objects'), (truncated, 'is cut short'),
                           (tmp_path / 'missing.pth', 'no checkpoint at')):
         code = run_entry_point('Test_pretrained_models', '--dataset', 'cub200', '--source', cub,
                                '--checkpoint', path, '--kernels', '0')

@@ -41,8 +41,30 @@ def test_truncated_checkpoint_is_a_one_line_error(tmp_path):
     path = tmp_path / 'last.pth'
     save_checkpoint(str(path), net(), {}, 0, {})
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match='is damaged'):
+    for size in (len(data) // 2, len(data) - 1, 100):
+        path.write_bytes(data[:size])
+        with pytest.raises(UserError, match=f'last.pth is cut short \\({size:,} bytes, its end is missing\\): a save, '
+                                            f'copy or download of it was interrupted; copy it again'):
+            load_weights(net(), str(path))
+
+
+def test_a_legacy_checkpoint_cut_short_is_not_taken_for_pickled_code(tmp_path):
+    path = tmp_path / 'net.pth'
+    torch.save(net().state_dict(), path, _use_new_zipfile_serialization=False)  # as older torch wrote net.pth
+    data = path.read_bytes()
+    cut = data.index(b'_rebuild_tensor') + 4  # inside the name of the function that rebuilds a tensor
+    for size in (cut, len(data) // 2, len(data) - 3):
+        path.write_bytes(data[:size])
+        with pytest.raises(UserError, match='net.pth is cut short'):
+            load_weights(net(), str(path))
+
+
+def test_a_file_of_other_tensors_is_not_a_checkpoint_of_the_network(tmp_path):
+    path = tmp_path / 'tensors.pth'
+    torch.save({'a': torch.randn(3), 'b': torch.randn(2, 2)}, path)
+    with pytest.raises(UserError, match=r'tensors.pth holds 2 tensors \(a, b\) and none of the 122 weights of an '
+                                        r'--arch resnet18_normalize network: it is not a checkpoint of an embedding '
+                                        r'network; pass one that main.py wrote'):
         load_weights(net(), str(path))
 
 

@@ -4,6 +4,7 @@ final runs."""
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from plumbing.errors import UserError
 from runs import ROOT, one_line_error, read_summary, run_entry_point
 from tuning import report
 from tuning.objective import Trials
+from tuning.pruning import FOLD_STEPS
 from tuning.space import flag_actions, parse_space
 from tuning.study import JOURNAL_FILE, fail_stale_trials, open_study, storage_of
 from tuning.trial_run import RunFailed, RunStopped, run_watched
@@ -88,7 +90,7 @@ def base_flags(source, save_path, *extra):
 def test_a_bad_search_is_one_line_before_anything_trains(source, tmp_path, capsys, extra, message):
     code = run_entry_point('Hyperparameter_Search', *base_flags(source, tmp_path), *extra)  # the last value counts
     assert message in one_line_error(capsys, code)
-    assert not (tmp_path / 'search').exists(), 'nothing is written before the search can run'
+    assert os.listdir(tmp_path) == [], 'nothing is written before the search can run'
 
 
 def test_trial_runs_validate_without_the_test_split_and_name_their_run_folders(tmp_path):
@@ -218,13 +220,13 @@ def finished(process, timeout=600):
 
 
 def load(save_path, name='cub200_search'):
-    folder = save_path / 'search' / name
+    folder = save_path / 'hyperparameter_search' / name
     return folder, optuna.load_study(study_name=name, storage=storage_of(None, str(folder)))
 
 
 @pytest.mark.slow
 def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and_final_runs(source, tmp_path):
-    out = finished(search(source, tmp_path, '--n_trials', '2'))
+    out = finished(search(source, tmp_path, '--use_tv_split', '--n_trials', '2'))
     folder, study = load(tmp_path)
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 2
     assert out.count(' finished: val_mAP@R ') == 2 and 'best: trial' in out
@@ -240,13 +242,14 @@ def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and
     for name in ('trials.csv', 'best.json', 'optimization_history.png', 'param_importances.png'):
         assert (folder / name).is_file(), name
 
-    out = finished(search(source, tmp_path, '--n_trials', '1', '--final_runs', '3'))
+    out = finished(search(source, tmp_path, '--use_tv_split', '--n_trials', '1', '--final_runs', '3'))
     _, study = load(tmp_path)
     assert len(study.trials) == 3 and 'study cub200_search (2 trials so far)' in out
     best = max(study.trials, key=lambda trial: trial.value)
     final = read_summary(folder / 'cub200' / 'cub200_search_final_s3')
     assert final['config']['kd_lambda'] == best.params['kd_lambda'] and final['config']['seed'] == 3
     assert not final['config']['use_tv_split'] and final['config']['cv_folds'] is None
+    assert final['sessions'][0]['split_sizes'] == {'training': 16, 'testing': 16}, 'all 4 training classes train'
     assert ['e_recall@1' in entry for entry in final['history']] == [False, True], 'tested once, after the end'
     table = (folder / 'final' / 'results.md').read_text()
     assert 'cub200_search_final' in table and 'last epoch' in table
@@ -265,7 +268,7 @@ def test_two_searches_at_once_share_one_study_without_losing_a_trial(source, tmp
 
 def wait_for_the_first_trial_run(process, save_path):
     """Until the search `process` has started its first trial's run (that run has written its config.json)."""
-    run_folder = save_path / 'search' / 'cub200_search' / 'cub200' / 'cub200_search_t0000'
+    run_folder = save_path / 'hyperparameter_search' / 'cub200_search' / 'cub200' / 'cub200_search_t0000'
     deadline = time.monotonic() + 300
     while not (run_folder / 'config.json').exists():
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()
@@ -309,6 +312,72 @@ def test_the_default_storage_is_a_journal_file_in_the_study_folder(tmp_path):
         storage_of('nosuch://x', str(tmp_path))
 
 
+def test_the_study_folder_is_not_named_like_the_search_package(source, tmp_path, capsys):
+    assert run_entry_point('Hyperparameter_Search', *base_flags(source, tmp_path), '--space', 'kd_lambda=1:10',
+                           '--n_trials', '0') == 0
+    assert os.listdir(tmp_path) == ['hyperparameter_search']
+    assert (tmp_path / 'hyperparameter_search' / 'cub200_search' / JOURNAL_FILE).is_file()
+    # A study that an earlier version kept in <save_path>/search/<study> is not started again elsewhere.
+    (tmp_path / 'old').mkdir()
+    (tmp_path / 'old' / 'search' / 'cub200_search').mkdir(parents=True)
+    capsys.readouterr()
+    code = run_entry_point('Hyperparameter_Search', *base_flags(source, tmp_path / 'old'), '--space', 'kd_lambda=1:10',
+                           '--n_trials', '0')
+    assert f'mv {tmp_path / "old" / "search" / "cub200_search"} ' in one_line_error(capsys, code)
+    assert os.listdir(tmp_path / 'old') == ['search']
+
+
+@pytest.mark.parametrize('validation', [
+    ['--use_tv_split', '--tv_split_perc', '0.6'], ['--tv_split_perc=0.6', '--use_tv_split', '--no_test_metrics'],
+    ['--use_tv', '--tv_split_p', '0.6', '--tv_split_by_samples'], ['--cv_folds', '3']])
+def test_final_runs_train_on_every_training_class_whatever_the_validation_flags(tmp_path, validation):
+    argv = ['--dataset', 'digits', '--n_epochs', '2', *validation, '--lr', '1e-4', '--space', 'kd_lambda=1:10']
+    opt, base = Hyperparameter_Search.build_parser().parse_known_args(argv)
+    base, folds = Hyperparameter_Search.split_folds(base)
+    trials = Trials(study_name='s', base=base, dimensions=parse_space(opt.space, ACTIONS, set()), metric='val_mAP@R',
+                    folds=folds, folder=str(tmp_path), dataset='digits')
+    arguments = Hyperparameter_Search.final_run_arguments(trials, {'kd_lambda': 5.0}, 7, 2)
+    final = parameters.parse_args(arguments)
+    assert not final.use_tv_split and not final.tv_split_by_samples and not final.no_test_metrics
+    assert final.tv_split_perc == parameters.build_parser().get_default('tv_split_perc')
+    assert final.cv_folds is None and final.cv_fold is None
+    assert (final.lr, final.kd_lambda, final.seed, final.evaluate_every) == (1e-4, 5.0, 7, 2)
+    assert final.savename == 's_final_s7' and final.save_path == str(tmp_path)
+
+
+def test_final_runs_that_main_would_refuse_are_refused_before_the_search(source, tmp_path, capsys):
+    code = run_entry_point('Hyperparameter_Search', *base_flags(source, tmp_path), '--space', 'kd_lambda=1:10',
+                           '--use_tv_split', '--storage_metrics', 'val_mAP@R', '--final_runs', '0')
+    error = one_line_error(capsys, code)
+    assert error.startswith('error: --final_runs: main.py refuses the final runs\' flags') and 'val_mAP@R' in error
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_relative_paths_mean_what_they_meant_where_the_search_was_started(make_image_folder, tmp_path):
+    images = make_image_folder({'train': {f'c{k}': 4 for k in range(4)}, 'test': {'t0': 4, 't1': 4}})
+    work = tmp_path / 'work'
+    shutil.copytree(images, work / 'fds')
+    (work / 'lists').mkdir()
+    rows = [f'{split}/{name}/{image},{name},{split}' for split in ('train', 'test')
+            for name in sorted(os.listdir(work / 'fds' / split)) for image in sorted(os.listdir(work / 'fds' / split /
+                                                                                            name))]
+    (work / 'lists' / 'split.csv').write_text('path,label,split\n' + '\n'.join(rows) + '\n')
+    flags = ['--dataset', 'folder', '--source', 'fds', '--split_file', 'lists/split.csv', '--save_path', 'runs',
+             '--arch', 'resnet18_normalize', '--not_pretrained', '--image_size', '32', '--bs', '8',
+             '--samples_per_class', '4', '--n_epochs', '1', '--kernels', '0', '--embed_dim', '16',
+             '--tv_split_perc', '0.5', '--space', 'lr=log:1e-4:1e-3', '--n_trials', '1', '--final_runs', '0']
+    process = subprocess.run([sys.executable, os.path.join(ROOT, 'Hyperparameter_Search.py'), *flags], cwd=work,
+                             capture_output=True, text=True, timeout=600, env={**os.environ, 'WANDB_MODE': 'disabled'})
+    assert process.returncode == 0, process.stdout + process.stderr
+    folder = work / 'runs' / 'hyperparameter_search' / 'folder_search'
+    study = optuna.load_study(study_name='folder_search', storage=storage_of(None, str(folder)))
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE], process.stdout
+    final = read_summary(folder / 'folder' / 'folder_search_final_s0')
+    assert final['sessions'][0]['split_sizes'] == {'training': 16, 'testing': 8}
+    assert ['e_recall@1' in entry for entry in final['history']] == [True]
+
+
 def test_module_entry_point_parses_its_own_flags_and_leaves_the_rest_to_main():
     opt, rest = Hyperparameter_Search.build_parser().parse_known_args(
         ['--space', 'lr=log:1e-6:1e-4', '--n_trials', '3', '--dataset', 'digits', '--n_epochs', '2'])
@@ -341,7 +410,7 @@ os.makedirs(folder)
 fold = int(value('--cv_fold')) if '--cv_fold' in arguments else 0
 history = []
 for epoch in range(int(value('--n_epochs'))):
-    history.append({'epoch': epoch, 'val_mAP@R': float(value('--kd_lambda')) / 100 + fold / 10 + epoch / 100})
+    history.append({'epoch': epoch, 'val_mAP@R': float(value('--kd_lambda')) / 100 - fold / 10 + epoch / 100})
     with open(os.path.join(folder, 'summary.tmp'), 'w') as stream:
         json.dump({'history': history}, stream)
     os.replace(os.path.join(folder, 'summary.tmp'), os.path.join(folder, 'summary.json'))
@@ -364,13 +433,61 @@ def test_a_trial_is_the_mean_of_its_folds_best_values_and_each_epoch_reaches_the
     study.enqueue_trial({'kd_lambda': 50})
     study.optimize(fake_trials(tmp_path, folds=2), n_trials=1)
     (trial,) = study.trials
-    # Fold f's epochs give 0.5 + f / 10 + e / 100: the best is epoch 2 of each.
-    assert trial.user_attrs['fold_values'] == pytest.approx([0.52, 0.62])
-    assert trial.value == pytest.approx(0.57)
-    assert trial.intermediate_values == pytest.approx({0: 0.5, 1: 0.51, 2: 0.52, 1_000_000: 0.6, 1_000_001: 0.61,
-                                                       1_000_002: 0.62})
+    # Fold f's epochs give 0.5 - f / 10 + e / 100: the best is epoch 2 of each.
+    assert trial.user_attrs['fold_values'] == pytest.approx([0.52, 0.42])
+    assert trial.value == pytest.approx(0.47)
+    assert trial.intermediate_values == pytest.approx({0: 0.5, 1: 0.51, 2: 0.52, 1_000_000: 0.4, 1_000_001: 0.41,
+                                                       1_000_002: 0.42})
     assert trial.user_attrs['run_folders'] == [str(tmp_path / 'study' / 'cub200' / f's_t0000_f{fold}')
                                                for fold in (0, 1)]
+
+
+def finished_trials(study, values_by_fold, epochs=3):
+    """Add a finished trial to `study` for each list of per-fold values (each epoch of fold f reports values[f])."""
+    distribution = {'kd_lambda': optuna.distributions.CategoricalDistribution([10, 50])}
+    for values in values_by_fold:
+        steps = {fold * FOLD_STEPS + epoch: value for fold, value in enumerate(values) for epoch in range(epochs)}
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=sum(values) / len(values),
+                                                  params={'kd_lambda': 10}, distributions=distribution,
+                                                  intermediate_values=steps))
+
+
+def test_the_median_pruner_compares_the_same_fold_and_epoch():
+    study = optuna.create_study(direction='maximize', pruner=Hyperparameter_Search.PRUNERS['median']())
+    # Five finished trials: their median is 0.4 on fold 0 and 0.5 on fold 1.
+    finished_trials(study, [(0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 0.7)])
+    trial = study.ask()
+    trial.report(0.90, 0)
+    assert not trial.should_prune(), 'fold 0: 0.90 is above the median 0.4'
+    trial.report(0.05, FOLD_STEPS)
+    assert trial.should_prune(), 'fold 1: 0.05 is below the median 0.5, whatever fold 0 gave'
+    within = study.ask()
+    within.report(0.45, 0)
+    within.report(0.6, FOLD_STEPS)
+    assert not within.should_prune()
+    within.report(0.45, FOLD_STEPS + 1)
+    assert not within.should_prune(), 'in its fold the trial\'s best so far (0.6) counts, as Optuna\'s own rule'
+    low = study.ask()
+    low.report(0.3, 0)
+    assert low.should_prune(), 'fold 0 alone: 0.3 is below 0.4'
+    early = optuna.create_study(direction='maximize', pruner=Hyperparameter_Search.PRUNERS['median']())
+    finished_trials(early, [(0.5, 0.5)] * 4)
+    first = early.ask()
+    first.report(0.0, FOLD_STEPS)
+    assert not first.should_prune(), 'Optuna\'s 5 startup trials: no pruning before the 6th'
+
+
+@pytest.mark.slow
+def test_a_trial_good_on_one_fold_is_pruned_where_it_falls_below_the_median_of_the_next(tmp_path):
+    study = optuna.create_study(direction='maximize', pruner=Hyperparameter_Search.PRUNERS['median']())
+    finished_trials(study, [(0.3, 0.45)] * 5)
+    study.enqueue_trial({'kd_lambda': 50})  # 0.50 .. 0.52 on fold 0 (above 0.3), 0.40 .. on fold 1 (below 0.45)
+    study.optimize(fake_trials(tmp_path, folds=2), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs['pruned_at'] == {'fold': 1, 'epoch': 0, 'value': pytest.approx(0.4)}
+    history = json.loads((tmp_path / 'study' / 'cub200' / 's_t0005_f1' / 'summary.json').read_text())['history']
+    assert len(history) < 3, 'its fold-1 run was stopped'
 
 
 @pytest.mark.slow

@@ -54,6 +54,14 @@ def test_the_layers_cover_every_package_of_the_tree():
             'Search_Index', 'Export_ONNX'} <= set(ENTRY_POINTS)
 
 
+def test_packages_hold_source_code_only():
+    """No run output (a study folder, logs, plots) inside a package, where a search with --save_path . once put one."""
+    others = [os.path.relpath(os.path.join(folder, name), ROOT) for package in LAYER_OF
+              for folder, subfolders, files in os.walk(os.path.join(ROOT, package))
+              if '__pycache__' not in folder for name in files if not name.endswith('.py')]
+    assert others == []
+
+
 MODULES = project_modules()
 MODULE_IDS = [os.path.relpath(path, ROOT) for _, path in MODULES]
 

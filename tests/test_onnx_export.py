@@ -140,6 +140,23 @@ def test_a_failed_parity_check_writes_no_file(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['images', 'resnet.pth'], 'no file, no temporary'
 
 
+@pytest.mark.parametrize('opset, reason', [(5, 'not implemented for opset 5'),
+                                           (99, 'Unsupported onnx_opset_version: 99')])
+def test_an_exporter_failure_is_one_line_and_writes_nothing(tmp_path, capfd, opset, reason):
+    checkpoint = write_checkpoint(tmp_path / 'resnet.pth', 'resnet18_normalize')
+    images = write_photos(tmp_path / 'images', count=2)
+    capfd.readouterr()
+    code = run_entry_point('Export_ONNX', '--checkpoint', checkpoint, '--onnx', tmp_path / 'model.onnx', '--images',
+                           images, '--opset', opset)
+    output = capfd.readouterr()
+    assert 'graph' not in output.out, 'torch\'s dump of the graph (C++, on file descriptor 1) is held back'
+    error = output.err.strip()
+    assert code == 2 and len(error.splitlines()) == 1 and error.startswith('error: '), error
+    assert f"torch.onnx's torchscript exporter cannot export this network at --opset {opset} (" in error
+    assert reason in error and error.endswith('use the default --opset 17, or --exporter dynamo')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['images', 'resnet.pth'], 'no file, no temporary'
+
+
 def test_a_missing_package_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(onnx_export, 'missing_packages', lambda exporter='torchscript': ['onnxruntime'])
     code = run_entry_point('Export_ONNX', '--checkpoint', tmp_path / 'x.pth', '--onnx', tmp_path / 'x.onnx',

@@ -47,17 +47,31 @@ def test_ci_lints_then_fails_when_pytest_runs_no_test_and_uses_only_its_venv(tmp
     fake = tmp_path / 'python3'
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
+    (tmp_path / 'bin').mkdir()
+    (tmp_path / 'bin' / 'initdb').write_text('#!/bin/sh\n')  # PostgreSQL's server is there: nothing to install
+    (tmp_path / 'bin' / 'initdb').chmod(0o755)
     record = tmp_path / 'record'
     lint, tests = [INSTALL, 'venv python -m ruff check .'], [INSTALL, 'venv python -m pytest -q tests']
     for lint_exit, test_exit, code, commands in ((0, 5, 5, lint + tests), (0, 0, 0, lint + tests),
                                                  (1, 0, 1, lint)):
         record.write_text('')
         result = subprocess.run(['bash', os.path.join(ROOT, '.ci', 'run')], capture_output=True, text=True,
-                                env={**os.environ, 'PYTHON': str(fake), 'RECORD': str(record),
+                                env={**os.environ, 'PATH': f'{tmp_path / "bin"}:{os.environ["PATH"]}',
+                                     'PYTHON': str(fake), 'RECORD': str(record),
                                      'LINT_EXIT': str(lint_exit), 'FAKE_EXIT': str(test_exit)})
         assert result.returncode == code, result.stderr
         assert record.read_text().splitlines() == commands, 'a lint finding fails CI before the tests run'
         assert not os.path.exists(open(f'{record}.venv').read().strip()), 'the venv is removed afterwards'
+
+
+def test_ci_prepares_postgresql_and_requires_its_test_to_run():
+    script = open(os.path.join(ROOT, '.ci', 'run')).read()
+    commands = [line.strip() for line in script.splitlines() if line and not line.startswith('#')]
+    assert commands.index('export OBD_SD_REQUIRE_POSTGRESQL=1') < len(commands) - 1, 'set for the test line'
+    installs = next(line for line in commands if 'apt-get install' in line)
+    assert installs.endswith('postgresql >/dev/null') and 'compgen -G \'/usr/lib/postgresql/*/bin/initdb\'' in script
+    from postgresql_server import REQUIRED
+    assert REQUIRED == 'OBD_SD_REQUIRE_POSTGRESQL'
 
 
 def test_demo_line_installs_and_runs_digits_with_obdsd():

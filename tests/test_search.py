@@ -1,6 +1,5 @@
 """Search_Index.py: build an index of a generated catalogue, add to it, query it (exact neighbours, self-exclusion,
 degenerate catalogues), kNN classification with a calibrated threshold, and one-line refusals."""
-import csv
 import json
 import os
 import shutil
@@ -8,68 +7,20 @@ import shutil
 import faiss
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-import architectures
 from conftest import write_corrupt, write_truncated
-from run_folder.checkpoint import save_checkpoint
-from runs import one_line_error, run_entry_point
+from runs import one_line_error
 from search import index_store, knn
 from search.catalogue import read_catalogue
 from search.embedding import Embedder
 from search.index_store import SearchIndex
-
-ARCH, DIM, SIZE = 'resnet18_normalize', 16, 32
-COLOURS = {'apple': (200, 30, 30), 'grass': (40, 180, 50), 'sky': (40, 80, 220), 'sun': (230, 210, 40)}
-
-
-def write_checkpoint(path, seed=0, embed_dim=DIM):
-    torch.manual_seed(seed)
-    model = architectures.build(ARCH, embed_dim, pretrained=False, image_size=SIZE)
-    save_checkpoint(str(path), model, {'arch': ARCH, 'embed_dim': embed_dim, 'image_size': SIZE}, 0, {})
-    return path
+from search_catalogues import ARCH, COLOURS, DIM, build, query, search, write_catalogue, write_checkpoints, write_images
 
 
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory):
-    """{'main', 'other' (same arch, other weights), 'narrow' (8-d)} checkpoint paths of untrained networks."""
-    folder = tmp_path_factory.mktemp('checkpoints')
-    return {'main': write_checkpoint(folder / 'main.pth'), 'other': write_checkpoint(folder / 'other.pth', seed=1),
-            'narrow': write_checkpoint(folder / 'narrow.pth', embed_dim=8)}
-
-
-def write_images(folder, count, colour, seed, start=0):
-    """`count` images of one colour with noise (JPEG and PNG) in `folder`; returns their paths."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(start, start + count):
-        pixels = np.clip(np.array(colour) + rng.integers(-60, 61, size=(40, 48, 3)), 0, 255).astype(np.uint8)
-        paths.append(folder / f'image_{i:02d}.{"png" if i % 3 == 2 else "jpg"}')
-        Image.fromarray(pixels).save(paths[-1])
-    return paths
-
-
-def write_catalogue(root, per_class=4, classes=('apple', 'grass', 'sky'), seed=0):
-    """Class folders root/<class>/image_KK.jpg|png; returns root."""
-    for k, name in enumerate(classes):
-        write_images(root / name, per_class, COLOURS[name], seed + k)
-    return root
-
-
-def search(*args):
-    return run_entry_point('Search_Index', *args, '--workers', 0)
-
-
-def build(checkpoint, images, index, *more):
-    assert search('build', '--checkpoint', checkpoint, '--images', images, '--index', index, *more) == 0
-    return index
-
-
-def query(index, queries, out, *more):
-    assert search('query', '--index', index, '--queries', queries, '--out', out, *more) == 0
-    return json.loads(out.read_text()) if str(out).endswith('.json') else list(csv.DictReader(open(out)))
+    return write_checkpoints(tmp_path_factory.mktemp('checkpoints'))
 
 
 def index_vectors(index):
@@ -140,7 +91,8 @@ def test_add_appends_images_and_queries_find_them(checkpoints, tmp_path, capsys)
     assert search('add', '--index', index, '--images', tmp_path / 'new') == 0
     grown = SearchIndex.load(str(index))
     assert len(grown) == 15 and grown.paths[12:] == [str(p) for p in new] and grown.labels[12:] == ['sun'] * 3
-    assert sorted(os.listdir(index)) == ['index-2.faiss', 'items-2.csv', 'metadata.json'], 'generation 1 is gone'
+    assert sorted(os.listdir(index)) == ['index-1.faiss', 'index-2.faiss', 'items-1.csv', 'items-2.csv',
+                                         'metadata.json'], 'generation 1 is kept for the readers still reading it'
     assert [entry['command'] for entry in grown.metadata['history']] == ['build', 'add']
 
     result = query(index, new[1], tmp_path / 'hit.json', '-k', 15)
@@ -156,6 +108,8 @@ def test_add_appends_images_and_queries_find_them(checkpoints, tmp_path, capsys)
     more = write_images(tmp_path / 'new' / 'sun', 1, COLOURS['sun'], seed=6, start=3)
     assert search('add', '--index', index, '--images', tmp_path / 'new', '--skip_existing') == 0
     assert SearchIndex.load(str(index)).paths[12:] == [str(p) for p in new + more]
+    assert sorted(os.listdir(index)) == ['index-2.faiss', 'index-3.faiss', 'items-2.csv', 'items-3.csv',
+                                         'metadata.json'], 'the third write removed generation 1'
 
 
 @pytest.mark.slow
@@ -299,14 +253,19 @@ def test_a_write_that_stops_half_way_leaves_the_index_whole(checkpoints, tmp_pat
     def disk_full(*args):
         raise OSError(28, 'No space left on device')
 
-    monkeypatch.setattr(index_store, 'write_items', disk_full)
+    before = (index / 'metadata.json').read_bytes()
     new = write_images(tmp_path / 'new', 2, COLOURS['sun'], seed=4)
-    assert search('add', '--index', index, '--images', tmp_path / 'new') == 2
-    assert len(SearchIndex.load(str(index))) == 6, 'the previous generation is intact'
+    for failure in (disk_full, lambda *args: ''.encode('ascii', 'strict') + 'é'.encode('ascii')):
+        monkeypatch.setattr(index_store, 'write_items', failure)
+        assert search('add', '--index', index, '--images', tmp_path / 'new') in (1, 2)
+        assert len(SearchIndex.load(str(index))) == 6, 'the previous generation is intact'
+        assert sorted(os.listdir(index)) == ['index-1.faiss', 'items-1.csv', 'metadata.json'], 'no orphan file'
+        assert (index / 'metadata.json').read_bytes() == before
     monkeypatch.undo()
     assert search('add', '--index', index, '--images', tmp_path / 'new') == 0
     assert SearchIndex.load(str(index)).paths[6:] == [str(p) for p in new]
-    assert sorted(os.listdir(index)) == ['index-2.faiss', 'items-2.csv', 'metadata.json']
+    assert sorted(os.listdir(index)) == ['index-1.faiss', 'index-2.faiss', 'items-1.csv', 'items-2.csv',
+                                         'metadata.json']
 
 
 @pytest.mark.slow
@@ -353,8 +312,59 @@ def test_calibrated_threshold_keeps_the_false_match_rate_and_classify_uses_it(ch
     for record in result['queries']:
         answer, confidence = knn.vote([n['label'] for n in record['neighbours']],
                                       [n['similarity'] for n in record['neighbours']])
-        assert record['prediction'] == (answer if confidence >= calibration['threshold'] else None)
+        assert record['prediction'] == knn.thresholded(answer, confidence, calibration['threshold'])
         assert record['confidence'] == pytest.approx(confidence)
+
+
+@pytest.mark.slow
+def test_calibrating_on_images_of_the_index_never_lets_a_query_vote_for_itself(checkpoints, tmp_path, capsys):
+    catalogue = write_catalogue(tmp_path / 'catalogue', per_class=4)
+    index = build(checkpoints['main'], catalogue, tmp_path / 'index')
+    calibrations = {}
+    for name, flags in (('plain', []), ('leave_one_out', ['--exclude_self'])):
+        assert search('calibrate', '--index', index, '--queries', catalogue, '-k', 3, '--max_false_match', 0,
+                      '--out', tmp_path / f'{name}.json', *flags) == 0
+        calibrations[name] = json.loads((tmp_path / f'{name}.json').read_text())
+    plain, leave_one_out = calibrations['plain'], calibrations['leave_one_out']
+    assert plain['queries_in_index'] == 12 and plain['exclude_self']
+    assert {key: value for key, value in plain.items() if key != 'time'} == \
+        {key: value for key, value in leave_one_out.items() if key != 'time'}
+    # What a leave-one-out kNN gives, computed here from the neighbours of each image but itself.
+    found = query(index, catalogue, tmp_path / 'others.json', '-k', 3, '--exclude_self')['queries']
+    votes = [knn.vote([n['label'] for n in record['neighbours']], [n['similarity'] for n in record['neighbours']])
+             for record in found]
+    expected = knn.choose_threshold([a for a, _ in votes], [c for _, c in votes],
+                                    [record['query_label'] for record in found], 0)
+    assert plain['threshold'] == pytest.approx(expected['threshold']) if expected['threshold'] else \
+        plain['threshold'] is None
+    assert plain['threshold'] is None or plain['threshold'] < 0.9999, 'no query found itself at similarity 1'
+    # A new image of a catalogue class is answered, not "unknown" for want of a perfect match.
+    new = write_images(tmp_path / 'new' / 'apple', 1, COLOURS['apple'], seed=42)[0]
+    (record,) = query(index, new, tmp_path / 'new.json', '--classify')['queries']
+    answer, confidence = knn.vote([n['label'] for n in record['neighbours']],
+                                  [n['similarity'] for n in record['neighbours']])
+    assert record['prediction'] == knn.thresholded(answer, confidence, plain['threshold'])
+
+
+@pytest.mark.slow
+def test_classify_keeps_the_calibrated_k_and_search_parameters(checkpoints, tmp_path, capsys):
+    catalogue = write_catalogue(tmp_path / 'catalogue', per_class=4)
+    labelled = write_catalogue(tmp_path / 'labelled', per_class=2, classes=('apple', 'sky'), seed=30)
+    index = build(checkpoints['main'], catalogue, tmp_path / 'index', '--index_type', 'ivf', '--nlist', 2)
+    assert search('calibrate', '--index', index, '--queries', labelled, '-k', 3, '--nprobe', 1) == 0
+    calibration = SearchIndex.load(str(index)).metadata['calibration']
+    assert calibration['k'] == 3 and calibration['search_parameters'] == {'nprobe': 1}
+    own = query(index, labelled, tmp_path / 'own.json', '--classify', '--threshold', 0.5)['summary']
+    assert own['k'] == 3 and own['threshold'] == 0.5, 'a threshold of one\'s own keeps the calibrated k'
+    assert own['search_parameters'] == {'nprobe': 1}
+    capsys.readouterr()
+    calibrated = query(index, labelled, tmp_path / 'calibrated.json', '--classify', '--nprobe', 2, '-k', 4)['summary']
+    assert calibrated['k'] == 4 and calibrated['search_parameters'] == {'nprobe': 2}
+    warned = [line.split(' WARNING ')[-1] for line in capsys.readouterr().out.splitlines() if 'calibrated with' in line]
+    assert warned == ['the threshold was calibrated with -k 3, not 4; nprobe 1, not 2: its false-match rate may '
+                      'not hold']
+    plain = query(index, labelled, tmp_path / 'plain.json')['summary']
+    assert plain['k'] == 10 and plain['search_parameters'] == {'nprobe': 64}, 'a plain query: the index\'s own'
 
 
 def test_vote_is_the_majority_with_ties_to_the_higher_similarity():
@@ -373,16 +383,57 @@ def test_the_threshold_is_the_lowest_that_keeps_the_false_match_rate():
     truths = ['a', 'a', 'b', 'b', 'b', 'a', 'new', 'b', 'new', 'c']
     confidences = [0.95, 0.9, 0.88, 0.86, 0.8, 0.75, 0.7, 0.65, 0.6, 0.5]
     chosen = knn.choose_threshold(answers, confidences, truths, 0.1)
-    assert chosen['threshold'] == 0.75 and chosen['false_match_rate'] == 0.1, 'one wrong answer (0.86) is allowed'
-    assert chosen['correct_rate'] == 0.5 and chosen['unknown_rate'] == 0.4
+    # One wrong answer (0.86) is allowed, the second most confident (0.7) must go: just above it, not at 0.75.
+    assert chosen['threshold'] == np.nextafter(0.7, 1) and chosen['rejected_confidence'] == 0.7
+    assert chosen['false_match_rate'] == 0.1 and chosen['correct_rate'] == 0.5 and chosen['unknown_rate'] == 0.4
+    assert knn.thresholded('b', 0.7000001, chosen['threshold']) == 'b', 'a query more confident than 0.7 answers'
     strict = knn.choose_threshold(answers, confidences, truths, 0.0)
-    assert strict['threshold'] == 0.88 and strict['correct_rate'] == 0.3 and strict['false_match_rate'] == 0
-    assert knn.choose_threshold(answers, confidences, truths, 0.4)['threshold'] == 0.5
-    everything_wrong = knn.choose_threshold(['b'] * 3, [0.9, 0.8, 0.7], ['a'] * 3, 0.0)
-    assert everything_wrong['rejects_all'] and everything_wrong['threshold'] > 0.9
-    for target in (0.0, 0.1, 0.2, 0.3):
+    assert strict['threshold'] == np.nextafter(0.86, 1) and strict['correct_rate'] == 0.3
+    assert strict['false_match_rate'] == 0
+    lenient = knn.choose_threshold(answers, confidences, truths, 0.4)
+    assert lenient['threshold'] is None and lenient['rejected_confidence'] is None, 'four wrong of ten are allowed'
+    assert lenient['correct_rate'] == 0.6 and lenient['unknown_rate'] == 0
+
+
+def test_the_threshold_on_hand_made_confidences():
+    # The issue's case: a wrong answer at 0.50, right ones at 0.90 and 0.95: a same-class query at 0.6 is answered.
+    chosen = knn.choose_threshold(['x', 'a', 'a'], [0.5, 0.9, 0.95], ['a', 'a', 'a'], 0.0)
+    assert 0.5 < chosen['threshold'] < 0.5000001 and knn.thresholded('a', 0.6, chosen['threshold']) == 'a'
+    assert chosen['correct_rate'] == pytest.approx(2 / 3) and not chosen['rejects_all']
+    # No false match: no threshold is needed, and a new query of low confidence is still answered.
+    none_wrong = knn.choose_threshold(['a', 'b'], [0.9, 0.3], ['a', 'b'], 0.0)
+    assert none_wrong['threshold'] is None and none_wrong['correct_rate'] == 1
+    assert knn.thresholded('a', 0.1, none_wrong['threshold']) == 'a'
+    # All false: every answer is rejected.
+    all_wrong = knn.choose_threshold(['b'] * 3, [0.9, 0.8, 0.7], ['a'] * 3, 0.0)
+    assert all_wrong['rejects_all'] and all_wrong['threshold'] == np.nextafter(0.9, 1)
+    assert all_wrong['unknown_rate'] == 1 and all_wrong['false_match_rate'] == 0
+    # A right and a wrong answer tied at 0.8: the tie is rejected whole, the 0.9 answer stays.
+    tie = knn.choose_threshold(['a', 'x', 'a'], [0.9, 0.8, 0.8], ['a', 'a', 'a'], 0.0)
+    assert tie['threshold'] == np.nextafter(0.8, 1) and tie['correct_rate'] == pytest.approx(1 / 3)
+    # Two wrong answers tied at 0.8 where one is allowed: both go (at 0.8 both would be answered).
+    tied_wrong = knn.choose_threshold(['x', 'y', 'a'], [0.8, 0.8, 0.9], ['a', 'a', 'a'], 1 / 3)
+    assert tied_wrong['threshold'] == np.nextafter(0.8, 1) and tied_wrong['false_match_rate'] == 0
+    # Queries without a labelled neighbour (no answer, nan confidence) are unknown and never false.
+    unanswered = knn.choose_threshold([None, 'a'], [float('nan'), 0.4], ['a', 'a'], 0.0)
+    assert unanswered['threshold'] is None and unanswered['unknown_rate'] == 0.5
+
+
+def test_the_threshold_is_the_lowest_of_every_candidate_on_random_confidences():
+    """Against a brute force over every threshold that can matter: each confidence and the float just above it,
+    and none (-inf)."""
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        n = int(rng.integers(1, 12))
+        truths = list(rng.choice(['a', 'b', 'c'], n))
+        answers = [str(rng.choice(['a', 'b', 'c'])) if rng.random() > 0.1 else None for _ in range(n)]
+        confidences = np.round(rng.random(n), 1)  # one decimal: many ties
+        confidences[[answer is None for answer in answers]] = np.nan
+        target = float(rng.choice([0.0, 0.1, 0.25, 0.5, 1 / 3]))
+        finite = confidences[np.isfinite(confidences)]
+        candidates = sorted({-np.inf, *finite, *np.nextafter(finite, np.inf)})
+        feasible = [t for t in candidates if knn.rates(answers, confidences, truths, t)['false_match'] <= target]
         chosen = knn.choose_threshold(answers, confidences, truths, target)
-        assert knn.rates(answers, confidences, truths, chosen['threshold'])['false_match'] <= target
-        lower = max([c for c in confidences if c < chosen['threshold']], default=None)
-        if lower is not None:
-            assert knn.rates(answers, confidences, truths, lower)['false_match'] > target, 'the lowest one'
+        assert (-np.inf if chosen['threshold'] is None else chosen['threshold']) == feasible[0], case
+        assert chosen == {**chosen, **{f'{name}_rate': value for name, value in
+                                       knn.rates(answers, confidences, truths, chosen['threshold']).items()}}

@@ -9,11 +9,9 @@ import optuna
 
 from run_folder.summary import RunSummary
 from tuning import study as studies
+from tuning.pruning import FOLD_STEPS
 from tuning.trial_run import RunFailed, RunStopped, run_watched
 
-FOLD_STEPS = 1_000_000
-"""Epoch e of fold f is step f * FOLD_STEPS + e of the trial, so the pruner compares the same fold and epoch of every
-trial, whatever number of epochs a trial trains."""
 MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'main.py')
 
 

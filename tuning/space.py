@@ -55,6 +55,28 @@ def flag_actions(parser):
     return {action.dest: action for action in parser._actions if action.dest != 'help'}
 
 
+def without_flags(arguments, dests, parser):
+    """main.py's command-line `arguments` without the flags of `dests` and their values, each written as argparse
+    reads it: --flag value, --flag=value, or an abbreviation of the flag (--tv_split_p 0.6)."""
+    options = parser._option_string_actions
+    kept, position = [], 0
+    while position < len(arguments):
+        argument = arguments[position]
+        name, equals, _ = argument.partition('=')
+        action = None
+        if argument.startswith('--'):
+            matches = [options[name]] if name in options else \
+                [options[option] for option in options if option.startswith(name)]
+            action = matches[0] if len({match.dest for match in matches}) == 1 else None
+        if action is not None and action.dest in dests:
+            takes_value = action.nargs != 0 and not equals
+            position += 2 if takes_value else 1
+            continue
+        kept.append(argument)
+        position += 1
+    return kept
+
+
 def parse_dimension(text, actions):
     """The Dimension of one FLAG=SPEC; a UserError saying what is wrong otherwise."""
     flag, separator, spec = text.partition('=')

@@ -12,20 +12,64 @@ from optuna.trial import TrialState
 from plumbing.errors import UserError
 
 JOURNAL_FILE = 'optuna_journal.log'
+STUDIES = 'hyperparameter_search'
+"""The folder under --save_path that holds the study folders (not `search`, the name of the catalogue-search
+package, where a search with --save_path . would put its study)."""
+FORMER_STUDIES = 'search'
 HEARTBEAT_S = 30
 """How often a worker stamps its running trial."""
 
 
+def study_folder(save_path, name):
+    """The absolute study folder of study `name`: <save_path>/hyperparameter_search/<name>. A UserError where only the
+    folder of an earlier version, <save_path>/search/<name>, exists: moving it continues the study."""
+    folder = os.path.abspath(os.path.join(save_path, STUDIES, name))
+    former = os.path.abspath(os.path.join(save_path, FORMER_STUDIES, name))
+    if not os.path.exists(folder) and os.path.isdir(former):
+        raise UserError(f'the study {name} is in {former}, where earlier versions kept studies; move it to continue '
+                        f'it: mkdir -p {os.path.dirname(folder)} && mv {former} {folder}')
+    return folder
+
+
 def storage_of(url, folder):
-    """The Optuna storage: `url` as Optuna takes it (sqlite:///..., postgresql://...), or, without one, a journal
-    file in `folder` that the workers of one file system share (file locks, no server)."""
+    """The Optuna storage: `url` as Optuna takes it (sqlite:///..., postgresql://... through psycopg), or, without
+    one, a journal file in `folder` that the workers of one file system share (file locks, no server)."""
     if not url:
         return JournalStorage(JournalFileBackend(os.path.join(folder, JOURNAL_FILE)))
-    try:
-        return optuna.storages.get_storage(url)
-    except Exception as error:  # a URL Optuna cannot open: a driver missing, a server out of reach
-        raise UserError(f'--storage {url}: Optuna cannot open it ({type(error).__name__}: '
-                        f'{str(error).splitlines()[0][:200]})') from None
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            return optuna.storages.get_storage(with_driver(url))
+        except ImportError as error:
+            raise UserError(f'--storage {url}: the database driver is not installed ({error.__cause__ or error}); '
+                            f'pip install -r requirements.txt (psycopg for PostgreSQL)') from None
+        except Exception as error:  # a URL Optuna cannot open: a server out of reach, a database that does not exist
+            if attempt < SCHEMA_ATTEMPTS and creating_tables_at_once(error):
+                time.sleep(attempt)
+                continue
+            raise UserError(f'--storage {url}: Optuna cannot open it ({type(error).__name__}: '
+                            f'{str(error).strip().splitlines()[0][:200]})') from None
+
+
+SCHEMA_ATTEMPTS = 5
+"""Workers started at once on an empty database (a SLURM array) all create Optuna's tables; all but one fail, and
+open the storage again once the tables are there."""
+
+
+def creating_tables_at_once(error):
+    """Whether `error` is another worker creating Optuna's tables in the same database at the same time."""
+    text = str(error)
+    return type(error).__name__ in ('IntegrityError', 'ProgrammingError') and (
+        'duplicate key' in text or 'already exists' in text)
+
+
+def with_driver(url):
+    """`url` with PostgreSQL's driver named: postgresql:// and postgres:// go through psycopg (version 3, in
+    requirements.txt), whichever driver SQLAlchemy would take by default (psycopg2 before SQLAlchemy 2.1)."""
+    scheme, separator, rest = url.partition('://')
+    return f'{POSTGRESQL_DRIVER}://{rest}' if separator and scheme in ('postgresql', 'postgres') else url
+
+
+POSTGRESQL_DRIVER = 'postgresql+psycopg'
 
 
 def open_study(name, storage, setting, pruner):

@@ -41,14 +41,14 @@ def last_error(output_path):
 
 
 def run_watched(command, folder, output_path, on_epoch, should_stop):
-    """Run `command` (its output into `output_path`) until it ends; call `on_epoch(entry)` for every epoch its run
-    folder `folder` records; stop it (SIGTERM, then a resumable checkpoint, as for a cluster's pre-emption) as soon as
-    `on_epoch` or `should_stop()` returns True. Returns the history; RunStopped when stopped, RunFailed when the
-    run failed."""
+    """Run `command` (its output into `output_path`) in this process's working folder, so that the relative paths of
+    a base run (--source data/cub200) mean what they meant to the search's checks, until it ends; call
+    `on_epoch(entry)` for every epoch its run folder `folder` records; stop it (SIGTERM, then a resumable
+    checkpoint, as for a cluster's pre-emption) as soon as `on_epoch` or `should_stop()` returns True. Returns the
+    history; RunStopped when stopped, RunFailed when the run failed."""
     seen, stopping = 0, False
     with open(output_path, 'ab') as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             while process.poll() is None:
                 time.sleep(POLL_S)
