@@ -2,14 +2,22 @@
 import io
 import os
 
-import matplotlib
 import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from plumbing.files import atomic_write_bytes
+from plumbing.lazy import lazy_module
 
-from plumbing.files import atomic_write_bytes  # noqa: E402
+matplotlib = lazy_module('matplotlib')
+ticker = lazy_module('matplotlib.ticker')
+
+
+def use_agg():
+    """matplotlib's Agg backend, chosen before pyplot is imported (here, or by a library that draws with it, as
+    Optuna's plots): figures are written to files, with or without a display."""
+    matplotlib.use('Agg')
+
+
+plt = lazy_module('matplotlib.pyplot', before_import=use_agg)
 
 LOSS_TERMS = ('loss', 'loss_rank', 'loss_kd')
 
@@ -47,7 +55,7 @@ def plot_history(history, metric_names, folder, best=None):
     metric_axis.set_title('test metrics')
     metric_axis.legend(fontsize=7)
     for axis in axes:
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         axis.set_xlabel('epoch')
         axis.grid(alpha=0.3)
     figure.tight_layout()
