@@ -124,7 +124,7 @@ def select(opt):
         if split is None:
             return None
         return image_dataset.ImageDataset(split.samples, transform, f'{opt.dataset} {split_name}', split.class_names,
-                            origins=split.origins, every_class=split_name not in ('query', 'gallery'))
+                                          origins=split.origins, every_class=split_name not in ('query', 'gallery'))
 
     return {
         'training': dataset_of(train_split, train_transform, 'training'),
