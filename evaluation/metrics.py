@@ -1,6 +1,7 @@
 """The metrics `compute_metrics` knows, one entry each in METRICS: a name, what it measures, and how its value is read
-off the products of one evaluation (the ranked neighbours of every query, or one k-means clustering). A new metric
-is one entry here; each dataset module names its default metrics."""
+off the products of one evaluation (evaluation.products: the ranked neighbours of every query, one k-means
+clustering). A new metric is one entry here (one reading a new kind of product, plus its builder in
+evaluation.products.PRODUCTS); each dataset module names its default metrics."""
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -8,24 +9,34 @@ from typing import Callable
 from evaluation.clustering import nmi, pair_f1
 from plumbing.errors import UserError
 
-_NUMBER = '([1-9][0-9]*)'
+PARAMETERS = {'K': '([1-9][0-9]*)'}
+"""The parameter a name may end in after '@', and the integers it stands for: K any positive integer."""
 
 
 @dataclass(frozen=True)
 class Metric:
-    """name: as the flags and summaries spell it; a trailing K stands for any positive integer (e_recall@K).
-    reads: the product it is read off, 'ranks' (each query's best same-class rank), 'hits' (which of its nearest
-    neighbours share its class) or 'clusters' (a k-means clustering with one cluster per class).
-    value(product, k): the metric's value; k is the integer of a K-name, else None.
-    depth(k, largest_r): for 'hits', how many nearest neighbours it reads, given the largest R of any query."""
+    """name: as the flags and summaries spell it; a trailing @K stands for the integers of PARAMETERS['K'] (e_recall@K).
+    reads: the product it is read off (a key of evaluation.products.PRODUCTS): 'ranks' (each query's best same-class
+    rank), 'hits' (which of its nearest neighbours share its class) or 'clusters' (a k-means clustering with one
+    cluster per class).
+    value(product, parameter): the metric's value; parameter is the integer after '@' of a parametrised name, else None.
+    depth(parameter, largest_r): for 'hits', how many nearest neighbours it reads, given the largest R of any query."""
     name: str
     meaning: str
     reads: str
     value: Callable
     depth: Callable = None
 
+    @property
+    def parameter(self):
+        """'K' for a parametrised name (e_recall@K), else None."""
+        stem, _, last = self.name.rpartition('@')
+        return last if stem and last in PARAMETERS else None
+
     def pattern(self):
-        return re.compile(re.escape(self.name[:-1]) + _NUMBER if self.name.endswith('@K') else re.escape(self.name))
+        if self.parameter:
+            return re.compile(re.escape(self.name[:-len(self.parameter)]) + PARAMETERS[self.parameter])
+        return re.compile(re.escape(self.name))
 
 
 METRICS = (
@@ -50,10 +61,11 @@ METRICS = (
 
 @dataclass(frozen=True)
 class RequestedMetric:
-    """One name of a metric list: the Metric it names and its K (None where the name has none)."""
+    """One name of a metric list: the Metric it names and its parameter (the integer after '@'; None where the name
+    has none)."""
     name: str
     metric: Metric
-    k: int = None
+    parameter: int = None
 
 
 def parse_metric_names(names):
