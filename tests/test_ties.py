@@ -24,7 +24,7 @@ def pessimistic_order(similarities, same_class):
     return np.lexsort((same_class, -similarities))
 
 
-def reference_metrics(queries, query_labels, gallery=None, gallery_labels=None):
+def reference_metrics(queries, query_labels, gallery=None, gallery_labels=None, depths=(3, 20)):
     """Recall@K, MAP@R and MAP@K from their definitions under the pessimistic tie rule (float64, one query at a
     time); without a gallery, leave-one-out."""
     leave_one_out = gallery is None
@@ -43,16 +43,20 @@ def reference_metrics(queries, query_labels, gallery=None, gallery_labels=None):
         found.append(np.argmax(hits) if hits.any() else np.inf)
         precisions.append(np.cumsum(hits) / np.arange(1, len(hits) + 1) * hits)
         relevant.append(int(same.sum()))
-    results = {f'e_recall@{k}': float(np.mean(np.array(found) < k)) for k in (1, 2, 4, 8)}
+    results = {f'e_recall@{k}': float(np.mean(np.array(found) < k)) for k in (1, 2, 4, 8, *depths)}
 
     def mean_ap(depth_of, normaliser_of):
         values = [p[:depth_of(r)].sum() / normaliser_of(r) for p, r in zip(precisions, relevant) if r > 0]
         return float(np.mean(values))
 
     results['mAP@R'] = mean_ap(lambda r: r, lambda r: r)
-    for k in (3, 20):
+    for k in depths:
         results[f'mAP@{k}'] = mean_ap(lambda r, k=k: k, lambda r, k=k: min(r, k))
     return results
+
+
+def subset(metrics, names):
+    return {name: metrics[name] for name in names}
 
 
 @pytest.mark.parametrize('chunk_size', [1, 7, 1024])
@@ -63,7 +67,7 @@ def test_leave_one_out_metrics_equal_the_pessimistic_reference_on_tied_embedding
     sims = features @ features.T / 4
     assert len(np.unique(sims)) < 10, 'the embeddings tie: every cosine is one of few values'
     ours = evaluation.compute_metrics(features, labels, RETRIEVAL, chunk_size=chunk_size)
-    assert ours == pytest.approx(reference_metrics(features, labels), abs=1e-12)
+    assert ours == pytest.approx(subset(reference_metrics(features, labels), RETRIEVAL), abs=1e-12)
 
 
 @pytest.mark.parametrize('chunk_size', [1, 5, 1024])
@@ -73,7 +77,8 @@ def test_query_gallery_metrics_equal_the_pessimistic_reference_on_tied_embedding
     query_labels, gallery_labels = rng.integers(0, 8, 40), rng.integers(0, 8, 70)
     ours = evaluation.compute_metrics(queries, query_labels, RETRIEVAL, chunk_size=chunk_size,
                                       gallery_features=gallery, gallery_labels=gallery_labels)
-    assert ours == pytest.approx(reference_metrics(queries, query_labels, gallery, gallery_labels), abs=1e-12)
+    assert ours == pytest.approx(subset(reference_metrics(queries, query_labels, gallery, gallery_labels), RETRIEVAL),
+                                 abs=1e-12)
 
 
 @pytest.mark.parametrize('make', [np.ones, np.zeros], ids=['identical', 'zero'])
@@ -126,7 +131,36 @@ def test_similarities_one_float32_step_apart_are_ordered_not_tied():
     retrieval = rank_queries(queries, torch.tensor([0, 1]), depth=2, gallery_features=gallery,
                              gallery_labels=torch.tensor([0, 1]))
     assert retrieval.best_positive_rank.tolist() == [0, 1]
-    assert retrieval.precisions_at_hits.tolist() == [[1.0, 0.0], [0.0, 0.5]]
+    assert retrieval.positive_ranks.tolist() == [[0], [1]]
+
+
+@pytest.mark.parametrize('depth', [3, 30, 300], ids=['adjacent blocks', 'strided blocks', 'topk'])
+@pytest.mark.parametrize('kind', ['random', 'tied'])
+def test_nearest_finds_the_largest_values_as_topk_does(depth, kind):
+    """The candidate blocks of _nearest hold each row's largest values: the same values as torch.topk, in order, at
+    columns that hold them (which of several equal values at the last place is free, as in topk)."""
+    from evaluation.retrieval import _nearest
+
+    rng = np.random.default_rng(depth)
+    if kind == 'random':
+        sims = torch.from_numpy(rng.standard_normal((40, 1000 * 3 + 7)).astype(np.float32))
+    else:  # a few distinct values: ties everywhere, across the block boundaries
+        sims = torch.from_numpy(rng.integers(0, 5, (40, 1000 * 3 + 7)).astype(np.float32))
+    values, columns = _nearest(sims, depth)
+    expected = sims.topk(depth, dim=1).values
+    assert torch.equal(values, expected)
+    assert torch.equal(sims.gather(1, columns), values)
+    assert all(len(set(row)) == depth for row in columns.tolist()), 'each column once'
+
+
+@pytest.mark.parametrize('names', [['e_recall@1', 'e_recall@5', 'mAP@2'], ['mAP@R', 'mAP@40', 'e_recall@40']],
+                         ids=['adjacent blocks', 'strided blocks'])
+def test_the_block_search_of_large_galleries_keeps_the_tie_rule(names):
+    """1,200 samples: the nearest are found through candidate blocks (_nearest), ties at the boundary included."""
+    features = tied_embeddings(1200, dim=16, seed=7)
+    labels = np.random.default_rng(7).integers(0, 30, 1200)
+    ours = evaluation.compute_metrics(features, labels, names, chunk_size=500)
+    assert ours == pytest.approx(subset(reference_metrics(features, labels, depths=(2, 5, 40)), names), abs=1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (benchmarks/gpu_check.sh runs it)')
@@ -134,4 +168,4 @@ def test_gpu_ranking_applies_the_same_tie_rule():
     features = tied_embeddings(90)
     labels = np.random.default_rng(0).integers(0, 9, 90)
     on_gpu = evaluation.compute_metrics(features, labels, RETRIEVAL, use_gpu=True)
-    assert on_gpu == pytest.approx(reference_metrics(features, labels), abs=1e-12)
+    assert on_gpu == pytest.approx(subset(reference_metrics(features, labels), RETRIEVAL), abs=1e-12)
