@@ -1,8 +1,10 @@
-"""Zero-shot evaluation: embedding extraction and Recall@K / NMI / F1 / MAP@R on the test set.
+"""Zero-shot evaluation: embedding extraction and the metrics of the test set (Recall@K, NMI, F1, MAP@R, the authors'
+mAP variants and embedding-space measures, the peers' R-precision, MRR, precision@K and AMI; see METRICS).
 
-All metrics see L2-normalised copies of the features, so the retrieval ranking is by cosine
-similarity (the same order as the L2 distance the original faiss IndexFlatL2 code used on
-normalised embeddings) and k-means clusters directions.
+The retrieval and clustering metrics see L2-normalised copies of the features, so the retrieval ranking is by cosine
+similarity (the same order as the L2 distance the original faiss IndexFlatL2 code used on normalised embeddings)
+and k-means clusters directions; the embedding-space measures (dists@..., rho_spectrum@...) read the features as the
+network gave them, as the authors' do.
 """
 import numpy as np
 
@@ -33,15 +35,16 @@ def compute_metrics(features, labels, metric_names, *, use_gpu=False, seed=0,
     """
     requested = parse_metric_names(metric_names)
     features, labels = _checked_inputs(features, labels)
-    gallery = {}
+    gallery, raw_features = {}, features
     if gallery_features is not None:
         gallery_features, gallery_labels = _checked_inputs(gallery_features, gallery_labels)
         if gallery_features.shape[1] != features.shape[1]:
             raise ValueError(f'query features have {features.shape[1]} dimensions, gallery features '
                              f'{gallery_features.shape[1]}')
         gallery = dict(gallery_features=_normalised(gallery_features), gallery_labels=gallery_labels)
-    inputs = EvaluationInputs(_normalised(features), labels, **gallery, use_gpu=use_gpu, seed=seed,
-                              chunk_size=chunk_size)
+        raw_features = np.concatenate([features, gallery_features])
+    inputs = EvaluationInputs(_normalised(features), labels, **gallery, raw_features=raw_features, use_gpu=use_gpu,
+                              seed=seed, chunk_size=chunk_size)
     products = products_for(inputs, requested)
     return {request.name: request.metric.value(products[request.metric.reads], request.parameter)
             for request in requested}

@@ -2,34 +2,39 @@
 off the products of one evaluation (evaluation.products: the ranked neighbours of every query, one k-means
 clustering). A new metric is one entry here (one reading a new kind of product, plus its builder in
 evaluation.products.PRODUCTS); each dataset module names its default metrics."""
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
 
-from evaluation.clustering import nmi, pair_f1
+from evaluation.clustering import ami, nmi, pair_f1
 from plumbing.errors import UserError
 
-PARAMETERS = {'K': '([1-9][0-9]*)'}
-"""The parameter a name may end in after '@', and the integers it stands for: K any positive integer."""
+PARAMETERS = {'K': '([1-9][0-9]*)', 'M': '(0|-?[1-9][0-9]*)'}
+"""The parameter a name may end in after '@', and the integers it stands for: K any positive integer, M any integer."""
 
 
 @dataclass(frozen=True)
 class Metric:
-    """name: as the flags and summaries spell it; a trailing @K stands for the integers of PARAMETERS['K'] (e_recall@K).
+    """name: as the flags and summaries spell it; a trailing @K or @M stands for the integers of PARAMETERS
+    (e_recall@K).
     reads: the product it is read off (a key of evaluation.products.PRODUCTS): 'ranks' (each query's best same-class
-    rank), 'hits' (which of its nearest neighbours share its class) or 'clusters' (a k-means clustering with one
-    cluster per class).
+    rank), 'hits' (which of its nearest neighbours share its class), 'clusters' (a k-means clustering with one
+    cluster per class), 'cosine clusters' (the samples assigned to its centroid directions) or 'embeddings' (the
+    embeddings as the network gave them).
     value(product, parameter): the metric's value; parameter is the integer after '@' of a parametrised name, else None.
-    depth(parameter, largest_r): for 'hits', how many nearest neighbours it reads, given the largest R of any query."""
+    depth(parameter, largest_r): for 'hits', how many nearest neighbours it reads, given the largest R of any query.
+    score: higher is better (a best epoch, a checkpoint to keep); False for a measure of the embedding space."""
     name: str
     meaning: str
     reads: str
     value: Callable
     depth: Callable = None
+    score: bool = True
 
     @property
     def parameter(self):
-        """'K' for a parametrised name (e_recall@K), else None."""
+        """'K' or 'M' for a parametrised name (e_recall@K, rho_spectrum@M), else None."""
         stem, _, last = self.name.rpartition('@')
         return last if stem and last in PARAMETERS else None
 
@@ -39,15 +44,55 @@ class Metric:
         return re.compile(re.escape(self.name))
 
 
+def _recall(ranks, k):
+    return ranks.recall_at(k)
+
+
+def _authors_map(cutoff):
+    """The authors' mAP over the `cutoff(hits)` nearest: precisions at hits summed, divided by the size of the query's
+    class with the query itself (their faiss search returned the query first and dropped it, but kept the class size
+    it counted), averaged over every query (a lone one scores 0)."""
+    return lambda hits, _: hits.mean_average_precision(hits.class_size, cutoff(hits))
+
+
+_AUTHORS_MAP = {
+    'mAP': ('every other sample', lambda hits: math.inf, lambda _, largest_r: math.inf),
+    'mAP_c': ('the class-size nearest, the query counted in the class size (so at most R/(R+1); mAP@R is at most 1)',
+              lambda hits: hits.class_size, lambda _, largest_r: largest_r + 1),
+    'mAP_1000': ('the 1,000 nearest', lambda hits: 1000, lambda *_: 1000),
+    'mAP_lim': ('the 1,023 nearest (faiss\'s GPU limit)', lambda hits: 1023, lambda *_: 1023),
+}
+
+
+def _authors_map_metrics():
+    """mAP, mAP_c, mAP_1000, mAP_lim and their c_ twins (the authors' cosine versions, the same ranking here)."""
+    metrics = []
+    for name, (over, cutoff, depth) in _AUTHORS_MAP.items():
+        for prefix in ('', 'c_'):
+            meaning = (f'the authors\' {prefix}{name}: average precision over {over}, normalised by the size of the '
+                       f'query\'s class, the query included; the mean over every query')
+            metrics.append(Metric(prefix + name, meaning, 'hits', _authors_map(cutoff), depth=depth))
+    return tuple(metrics)
+
+
 METRICS = (
     Metric('e_recall@K', 'Recall@K: fraction of queries with at least one same-class sample among their K nearest '
                          'other samples (any positive integer K)',
-           'ranks', lambda ranks, k: ranks.recall_at(k)),
+           'ranks', _recall),
+    Metric('c_recall@K', 'the authors\' cosine Recall@K: the same as e_recall@K here, which ranks by cosine too',
+           'ranks', _recall),
     Metric('nmi', 'normalised mutual information between the labels and a k-means clustering '
                   '(k = number of classes)',
            'clusters', lambda clusters, _: nmi(clusters.labels, clusters.assignment)),
     Metric('f1', 'pair-counting F1 of the same k-means clustering against the labels',
            'clusters', lambda clusters, _: pair_f1(clusters.labels, clusters.assignment)),
+    Metric('c_nmi', 'the authors\' cosine NMI: each sample assigned to the k-means centroid direction of largest '
+                    'inner product',
+           'cosine clusters', lambda clusters, _: nmi(clusters.labels, clusters.assignment)),
+    Metric('c_f1', 'the authors\' cosine F1: pair-counting F1 of that cosine assignment',
+           'cosine clusters', lambda clusters, _: pair_f1(clusters.labels, clusters.assignment)),
+    Metric('ami', 'adjusted mutual information (pytorch-metric-learning) of the k-means clustering of nmi',
+           'clusters', lambda clusters, _: ami(clusters.labels, clusters.assignment)),
     Metric('mAP@R', 'MAP@R (Musgrave et al. 2020): average precision over the R nearest, '
                     'R = number of other samples of the query\'s class',
            'hits', lambda hits, _: hits.mean_average_precision(hits.n_relevant, hits.n_relevant),
@@ -56,6 +101,27 @@ METRICS = (
                     '(any positive integer K, e.g. mAP@1000)',
            'hits', lambda hits, k: hits.mean_average_precision(hits.n_relevant.clamp_max(k), k),
            depth=lambda k, _: k),
+    *_authors_map_metrics(),
+    Metric('r_precision', 'R-precision (pytorch-metric-learning): the share of same-class samples among the R nearest',
+           'hits', lambda hits, _: hits.mean_where_relevant(hits.hits_within(hits.n_relevant) / hits.n_relevant),
+           depth=lambda _, largest_r: largest_r),
+    Metric('mrr', 'mean reciprocal rank (pytorch-metric-learning): 1 / the rank (from 1) of the first same-class '
+                  'sample',
+           'ranks', lambda ranks, _: ranks.mean_reciprocal_rank()),
+    Metric('precision@K', 'precision@K (OML): same-class samples among the K nearest, divided by min(K, R)',
+           'hits', lambda hits, k: hits.mean_where_relevant(hits.hits_within(k) / hits.n_relevant.clamp_max(k)),
+           depth=lambda k, _: k),
+    Metric('dists@intra', 'the authors\' intra-class distance: the mean over classes of the mean cosine distance '
+                          'between two of its samples',
+           'embeddings', lambda space, _: space.intra_class_distance, score=False),
+    Metric('dists@inter', 'the authors\' inter-class distance: the mean cosine distance between two class means',
+           'embeddings', lambda space, _: space.inter_class_distance, score=False),
+    Metric('dists@intra_over_inter', 'the authors\' density: dists@intra / dists@inter (Roth et al. 2020)',
+           'embeddings', lambda space, _: space.distance_ratio(), score=False),
+    Metric('rho_spectrum@M', 'the authors\' spectral decay (Roth et al. 2020) of the D - 1 largest singular values '
+                             'from the |M|-th on: M > 0 KL(uniform || spectrum), M < 0 KL(spectrum || uniform), '
+                             'M = 0 the normalised spectrum itself (a list)',
+           'embeddings', lambda space, m: space.rho(m), score=False),
 )
 
 

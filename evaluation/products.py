@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from evaluation.clustering import Clustering, kmeans_assignment
+from evaluation.clustering import Clustering, cosine_assignment, kmeans_clustering
+from evaluation.embedding_space import EmbeddingSpace
 from evaluation.retrieval import rank_queries, relevant_counts
 
 logger = logging.getLogger(__name__)
@@ -20,11 +21,13 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EvaluationInputs:
     """The L2-normalised features (N x D float32) and labels (N int64) of the queries, those of the gallery (None in
-    leave-one-out), and how to compute: on the GPU or not, the k-means seed, queries ranked per chunk."""
+    leave-one-out), the features as the network gave them (query and gallery together), and how to compute: on the
+    GPU or not, the k-means seed, queries ranked per chunk."""
     features: np.ndarray
     labels: np.ndarray
     gallery_features: np.ndarray = None
     gallery_labels: np.ndarray = None
+    raw_features: np.ndarray = None
     use_gpu: bool = False
     seed: int = 0
     chunk_size: int = 1024
@@ -32,6 +35,13 @@ class EvaluationInputs:
     @property
     def has_gallery(self):
         return self.gallery_features is not None
+
+    def all_samples(self):
+        """(normalised features, labels) of query and gallery together."""
+        if not self.has_gallery:
+            return self.features, self.labels
+        return (np.concatenate([self.features, self.gallery_features]),
+                np.concatenate([self.labels, self.gallery_labels]))
 
 
 def build_retrieval(inputs, requested):
@@ -49,22 +59,32 @@ def build_retrieval(inputs, requested):
                         depth=max(depths) if depths else None, chunk_size=inputs.chunk_size, **gallery)
 
 
-def build_clustering(inputs, requested):
-    """A k-means Clustering with one cluster per class (query and gallery together)."""
-    features, labels = inputs.features, inputs.labels
-    if inputs.has_gallery:
-        features, labels = (np.concatenate([features, inputs.gallery_features]),
-                            np.concatenate([labels, inputs.gallery_labels]))
-    return Clustering(labels, kmeans_assignment(features, len(np.unique(labels)), seed=inputs.seed,
-                                                use_gpu=inputs.use_gpu))
+def build_clusterings(inputs, requested):
+    """{'clusters': the k-means Clustering with one cluster per class (query and gallery together), 'cosine clusters':
+    the samples assigned to the centroid directions of that k-means (where a metric reads it)}."""
+    features, labels = inputs.all_samples()
+    assignment, centroids = kmeans_clustering(features, len(np.unique(labels)), seed=inputs.seed,
+                                              use_gpu=inputs.use_gpu)
+    clusterings = {'clusters': Clustering(labels, assignment)}
+    if any(request.metric.reads == 'cosine clusters' for request in requested):
+        clusterings['cosine clusters'] = Clustering(labels, cosine_assignment(features, centroids))
+    return clusterings
+
+
+def build_embedding_space(inputs, requested):
+    """The EmbeddingSpace of the embeddings as the network gave them (query and gallery together)."""
+    return EmbeddingSpace(inputs.raw_features, inputs.all_samples()[1])
 
 
 PRODUCTS = {
     'ranks': build_retrieval,
     'hits': build_retrieval,
-    'clusters': build_clustering,
+    'clusters': build_clusterings,
+    'cosine clusters': build_clusterings,
+    'embeddings': build_embedding_space,
 }
-"""Each product a metric may read, and its builder. Products with the same builder are built once together."""
+"""Each product a metric may read, and its builder. Products with the same builder are built once together: its
+builder returns either the one product all of them read, or {product: product}."""
 
 
 def products_for(inputs, requested):
@@ -73,7 +93,8 @@ def products_for(inputs, requested):
     for builder in dict.fromkeys(PRODUCTS[request.metric.reads] for request in requested):
         readers = [request for request in requested if PRODUCTS[request.metric.reads] is builder]
         product = builder(inputs, readers)
-        built.update({request.metric.reads: product for request in readers})
+        built.update(product if isinstance(product, dict) else
+                     {request.metric.reads: product for request in readers})
     return built
 
 

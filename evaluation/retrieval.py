@@ -40,33 +40,48 @@ class Retrieval:
     n_relevant: torch.Tensor
     leave_one_out: bool = True
 
+    @property
+    def class_size(self):
+        """(Q) int64: the size of each query's class in the set it searches, the query itself included where it is
+        part of it (leave-one-out: R + 1; query/gallery: R), the authors' normaliser of their mAP metrics."""
+        return self.n_relevant + int(self.leave_one_out)
+
     def recall_at(self, k):
         """The fraction of queries with a same-class sample among their k nearest."""
         return (self.best_positive_rank < k).double().mean().item()
 
+    def mean_reciprocal_rank(self):
+        """Mean over the queries with a same-class sample of 1 / (1 + the rank of the first), nan without any."""
+        return _mean_where(1 / (self.best_positive_rank.double() + 1), self.n_relevant > 0)
+
     def hits_within(self, cutoff):
         """(Q) float64: how many same-class samples each query finds among its `cutoff` nearest (a number or (Q))."""
-        return (self.positive_ranks < _per_query(cutoff, self.positive_ranks)).sum(1, dtype=torch.float64)
+        return self._within(cutoff).sum(1, dtype=torch.float64)
 
     def mean_average_precision(self, normaliser, cutoff):
         """Mean over the queries with normaliser > 0 of (the sum of their precisions at hits within the `cutoff`
-        nearest) / normaliser (nan when no query has one); `normaliser` (Q), `cutoff` (Q) or a number. The j-th
-        same-class sample (from 1) at 0-based rank r adds precision j / (r + 1)."""
+        nearest) / normaliser (nan when no query has one); `normaliser` (Q), `cutoff` (Q) or a number (math.inf: all).
+        The j-th same-class sample (from 1) at 0-based rank r adds precision j / (r + 1)."""
         ranks = self.positive_ranks
-        within = ranks < _per_query(cutoff, ranks)
+        within = self._within(cutoff)
         found = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
         precisions = within * found / (torch.where(within, ranks, 0) + 1)
         return _mean_where(precisions.sum(1) / normaliser, normaliser > 0)
 
+    def mean_where_relevant(self, values):
+        """Mean of the per-query `values` over the queries with a same-class sample (nan without any)."""
+        return _mean_where(values, self.n_relevant > 0)
 
-def _per_query(cutoff, ranks):
-    cutoff = torch.as_tensor(cutoff, device=ranks.device)
-    return cutoff[:, None] if cutoff.ndim else cutoff
+    def _within(self, cutoff):
+        """(Q x W) bool: which same-class samples lie among the `cutoff` nearest of their query."""
+        ranks = self.positive_ranks
+        cutoff = torch.as_tensor(cutoff, device=ranks.device)
+        return (ranks < (cutoff[:, None] if cutoff.ndim else cutoff)) & (ranks != NO_RANK)
 
 
 def _mean_where(values, selected):
     """The mean of `values` where `selected` (nan where none is)."""
-    return values[selected].mean().item()
+    return values[selected].double().mean().item()
 
 
 def relevant_counts(labels, gallery_labels=None):
@@ -94,6 +109,7 @@ def rank_queries(features, labels, *, ranks=True, depth=None, chunk_size=DEFAULT
     with_depth = depth is not None
     depth = min(depth or 0, n_gallery - int(leave_one_out))
     width = min(depth, int(n_relevant.max()) if n_queries else 0)
+    whole_rows = depth == n_gallery - int(leave_one_out)  # every sample ranked: count instead of sorting
     similarities = _Similarities(features, gallery_features, min(chunk_size, n_queries))
     best_positive_ranks, positive_ranks = [], []
     for start in range(0, n_queries, chunk_size):
@@ -101,7 +117,10 @@ def rank_queries(features, labels, *, ranks=True, depth=None, chunk_size=DEFAULT
         sims = similarities.of(queries)
         if leave_one_out:
             sims[torch.arange(len(queries), device=features.device), queries] = -torch.inf
-        if with_depth:
+        if with_depth and whole_rows:
+            positive_ranks.append(_all_positive_ranks(sims, query_classes[queries], n_relevant[queries], classes,
+                                                      width))
+        elif with_depth:
             positive_ranks.append(_positive_ranks(sims, query_classes[queries], classes, depth, width))
         if ranks:  # last: it overwrites `sims`
             best_positive_ranks.append(_best_positive_rank(sims, query_classes[queries], n_relevant[queries],
@@ -171,6 +190,30 @@ def _best_positive_rank(sims, query_classes, n_relevant, classes):
     tied_positives = (positive_sims == best_positive).logical_and_(valid).sum(1)
     ranks = sims.ge_(best_positive).sum(1).long() - tied_positives
     return ranks.masked_fill(n_relevant == 0, NO_RANK)
+
+
+def _all_positive_ranks(sims, query_classes, n_relevant, classes, width):
+    """(Q x width) int64, ascending: the 0-based rank among all candidates of each query's same-class samples
+    (NO_RANK beyond its R), counted: the j-th most similar one (from 0, similarity p) is preceded by the j before it
+    and by every other-class sample at least as similar as p (ties never favour the query), i.e. by
+    (samples >= p) - (same-class samples >= p) + j. One counting pass per same-class sample instead of sorting rows.
+    """
+    positives, valid = classes.same_class_samples(query_classes)
+    # Leave-one-out: the query's own entry in `sims` is -inf, so it sorts last and is dropped with the columns >= R.
+    similar = sims.gather(1, positives).masked_fill_(~valid, -torch.inf).sort(dim=1, descending=True).values
+    similar = torch.nn.functional.pad(similar, (0, max(0, width - similar.shape[1])), value=-torch.inf)[:, :width]
+    at_least = torch.stack([_count_at_least(sims, similar[:, j]) for j in range(width)], 1)
+    same_class_at_least = (similar[:, None, :] >= similar[:, :, None]).sum(2)
+    ranks = at_least - same_class_at_least + torch.arange(width, device=sims.device)
+    return ranks.masked_fill_(torch.arange(width, device=sims.device) >= n_relevant[:, None], NO_RANK)
+
+
+def _count_at_least(sims, thresholds):
+    """(Q) int64: how many entries of each row of `sims` are >= its threshold (numpy's count is 8x torch's on CPUs)."""
+    if sims.device.type == 'cpu':
+        counts = np.count_nonzero(sims.numpy() >= thresholds.numpy()[:, None], axis=1)
+        return torch.from_numpy(counts.astype(np.int64))
+    return (sims >= thresholds[:, None]).sum(1)
 
 
 def _positive_ranks(sims, query_classes, classes, depth, width):

@@ -132,9 +132,9 @@ def test_nmi_and_f1_score_the_kmeans_assignment(monkeypatch):
 
     def fake_kmeans(features, n_clusters, **settings):
         requested.append((n_clusters, settings))
-        return assignment
+        return assignment, None
 
-    monkeypatch.setattr(evaluation.products, 'kmeans_assignment', fake_kmeans)
+    monkeypatch.setattr(evaluation.products, 'kmeans_clustering', fake_kmeans)
     metrics = evaluation.compute_metrics(features, labels, ['nmi', 'f1'], seed=11)
     assert requested == [(5, {'seed': 11, 'use_gpu': False})]
     assert metrics['nmi'] == pytest.approx(normalized_mutual_info_score(labels, assignment))
