@@ -2,6 +2,7 @@
 off the products of one evaluation (evaluation.products: the ranked neighbours of every query, one k-means
 clustering). A new metric is one entry here (one reading a new kind of product, plus its builder in
 evaluation.products.PRODUCTS); each dataset module names its default metrics."""
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from plumbing.errors import UserError
 
 PARAMETERS = {'K': '([1-9][0-9]*)', 'M': '(0|-?[1-9][0-9]*)'}
 """The parameter a name may end in after '@', and the integers it stands for: K any positive integer, M any integer."""
+_EXAMPLES = {'K': '1', 'M': '-1'}
+_SAYS = {'K': 'a positive integer', 'M': 'an integer'}
 
 
 @dataclass(frozen=True)
@@ -135,20 +138,52 @@ class RequestedMetric:
 
 
 def parse_metric_names(names):
-    """[RequestedMetric] of `names`, in their order; a UserError on an unknown name."""
-    requested = []
+    """[RequestedMetric] of `names`, in their order; one UserError naming every unknown name, each with the closest
+    known one."""
+    requested, unknown = [], []
     for name in names:
-        for metric in METRICS:
-            match = metric.pattern().fullmatch(name)
-            if match:
-                requested.append(RequestedMetric(name, metric, int(match.group(1)) if match.groups() else None))
-                break
+        request = _parsed(name)
+        if request is None:
+            unknown.append(name)
         else:
-            raise UserError(f'unknown evaluation metric {name!r}: use one of '
-                            f'{", ".join(metric.name for metric in METRICS)} (K a positive integer, e.g. e_recall@4)')
+            requested.append(request)
+    if unknown:
+        parameters = ', '.join(f'{kind} {says}' for kind, says in _SAYS.items())
+        raise UserError(f'unknown evaluation metric{"s" if len(unknown) > 1 else ""} '
+                        f'{", ".join(_unknown_with_hint(name) for name in unknown)}; known: '
+                        f'{" ".join(metric.name for metric in METRICS)} ({parameters})')
     return requested
+
+
+def _parsed(name):
+    for metric in METRICS:
+        match = metric.pattern().fullmatch(name)
+        if match:
+            return RequestedMetric(name, metric, int(match.group(1)) if match.groups() else None)
+    return None
+
+
+def _unknown_with_hint(name):
+    """"'e_recal@1' (did you mean e_recall@1?)": the closest known name, with the parameter given where it fits."""
+    stem, at, given = name.rpartition('@') if '@' in name else (name, '', '')
+    candidates = {}
+    for metric in METRICS:
+        if metric.parameter:
+            fits = re.fullmatch(PARAMETERS[metric.parameter], given) if at else None
+            spelled = metric.name[:-len(metric.parameter)] + (given if fits else _EXAMPLES[metric.parameter])
+        else:
+            spelled = metric.name
+        candidates[spelled.lower()] = spelled
+    if name.lower() not in candidates:
+        for metric in METRICS:
+            if metric.parameter and at and stem == metric.name[:-len(metric.parameter) - 1]:
+                says = _SAYS[metric.parameter]
+                return f'{name!r} ({metric.parameter} is {says}, e.g. {stem}@{_EXAMPLES[metric.parameter]})'
+    closest = difflib.get_close_matches(name.lower(), list(candidates), n=1, cutoff=0.5)
+    return f'{name!r} (did you mean {candidates[closest[0]]}?)' if closest else repr(name)
 
 
 def validate_metric_names(names):
     """Raise UserError if any of `names` is not a metric `compute_metrics` knows."""
     parse_metric_names(names)
+
