@@ -9,12 +9,12 @@ network gave them, as the authors' do.
 import numpy as np
 
 from evaluation.embeddings import AMP_NOTE, extract_embeddings
-from evaluation.metrics import METRICS, parse_metric_names, validate_metric_names
+from evaluation.metrics import METRICS, is_score, parse_metric_names, validate_metric_names
 from evaluation.products import EvaluationInputs, products_for
 from evaluation.retrieval import DEFAULT_CHUNK_SIZE
 from plumbing.errors import UserError
 
-__all__ = ['AMP_NOTE', 'METRICS', 'NonFiniteEmbeddings', 'compute_metrics', 'extract_embeddings',
+__all__ = ['AMP_NOTE', 'METRICS', 'NonFiniteEmbeddings', 'compute_metrics', 'extract_embeddings', 'is_score',
            'metrics_of_test_embeddings', 'validate_metric_names']
 
 

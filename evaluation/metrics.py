@@ -187,3 +187,9 @@ def validate_metric_names(names):
     """Raise UserError if any of `names` is not a metric `compute_metrics` knows."""
     parse_metric_names(names)
 
+
+def is_score(name):
+    """Whether `name` (a test or val_ metric) is a known metric where higher is better: one a best epoch, a
+    checkpoint or a search can be chosen on (not an embedding-space measure)."""
+    request = _parsed(name.removeprefix('val_'))
+    return request is not None and request.metric.score

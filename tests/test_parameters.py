@@ -52,6 +52,8 @@ def test_digits_defaults_only_where_the_user_set_nothing():
     (['--dataset', 'imagenet'], 'unknown --dataset'),
     (['--evaluation_metrics', 'e_recall@1', 'recall@x'], 'recall@x'),
     (['--storage_metrics', 'f1', '--evaluation_metrics', 'nmi'], 'not among --evaluation_metrics'),
+    (['--storage_metrics', 'dists@intra', '--evaluation_metrics', 'dists@intra', 'e_recall@1'],
+     'dists@intra measures the embedding space and has no best value'),
     (['--OBDP'], 'add --PSD'),
     (['--PSD', '--loss', 'margin'], 'margin_obd_sd'),
     (['--tv_split_perc', '1.5'], 'tv_split_perc'),
@@ -74,6 +76,14 @@ def test_every_unknown_metric_is_named_in_one_line_with_the_closest_known_name(c
     error = one_line_error(capsys, code)
     assert ("unknown evaluation metrics 'e_recal@1' (did you mean e_recall@1?), 'rho_spectrum@x' (M is an integer, "
             "e.g. rho_spectrum@-1), 'NMI' (did you mean nmi?); known: e_recall@K") in error
+
+
+def test_save_embeddings_needs_the_test_metrics(capsys):
+    from runs import one_line_error, run_entry_point
+
+    code = run_entry_point('main', '--dataset', 'digits', '--use_tv_split', '--no_test_metrics', '--save_embeddings',
+                           '--dry_run')
+    assert '--save_embeddings writes the test embeddings' in one_line_error(capsys, code)
 
 
 @pytest.mark.parametrize('args, message', [(['--bs', 'many'], '--bs'),
