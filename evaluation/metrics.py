@@ -26,7 +26,8 @@ class Metric:
     cluster per class), 'cosine clusters' (the samples assigned to its centroid directions) or 'embeddings' (the
     embeddings as the network gave them).
     value(product, parameter): the metric's value; parameter is the integer after '@' of a parametrised name, else None.
-    depth(parameter, largest_r): for 'hits', how many nearest neighbours it reads, given the largest R of any query.
+    depth(parameter, largest_r): how many nearest neighbours it reads, given the largest R of any query: for 'hits'
+    the depth of the same-class ranks, for 'ranks' how far the best ranks must be exact (math.inf: all of them).
     score: higher is better (a best epoch, a checkpoint to keep); False for a measure of the embedding space."""
     name: str
     meaning: str
@@ -81,9 +82,9 @@ def _authors_map_metrics():
 METRICS = (
     Metric('e_recall@K', 'Recall@K: fraction of queries with at least one same-class sample among their K nearest '
                          'other samples (any positive integer K)',
-           'ranks', _recall),
+           'ranks', _recall, depth=lambda k, _: k),
     Metric('c_recall@K', 'the authors\' cosine Recall@K: the same as e_recall@K here, which ranks by cosine too',
-           'ranks', _recall),
+           'ranks', _recall, depth=lambda k, _: k),
     Metric('nmi', 'normalised mutual information between the labels and a k-means clustering '
                   '(k = number of classes)',
            'clusters', lambda clusters, _: nmi(clusters.labels, clusters.assignment)),
@@ -110,7 +111,7 @@ METRICS = (
            depth=lambda _, largest_r: largest_r),
     Metric('mrr', 'mean reciprocal rank (pytorch-metric-learning): 1 / the rank (from 1) of the first same-class '
                   'sample',
-           'ranks', lambda ranks, _: ranks.mean_reciprocal_rank()),
+           'ranks', lambda ranks, _: ranks.mean_reciprocal_rank(), depth=lambda *_: math.inf),
     Metric('precision@K', 'precision@K (OML): same-class samples among the K nearest, divided by min(K, R)',
            'hits', lambda hits, k: hits.mean_where_relevant(hits.hits_within(k) / hits.n_relevant.clamp_max(k)),
            depth=lambda k, _: k),

@@ -45,18 +45,18 @@ class EvaluationInputs:
 
 
 def build_retrieval(inputs, requested):
-    """The Retrieval of every query: best same-class ranks where a metric reads 'ranks', the precisions at hits to
-    the largest depth any metric reading 'hits' needs."""
+    """The Retrieval of every query: best same-class ranks where a metric reads 'ranks' (exact as far as the deepest
+    of them needs), the ranks of same-class samples to the largest depth any metric reading 'hits' needs."""
     device = _retrieval_device(inputs.use_gpu)
     queries = torch.from_numpy(inputs.labels).to(device)
     gallery = (dict(gallery_features=torch.from_numpy(inputs.gallery_features).to(device),
                     gallery_labels=torch.from_numpy(inputs.gallery_labels).to(device)) if inputs.has_gallery else {})
     largest_r = int(relevant_counts(queries, gallery.get('gallery_labels')).max())
-    depths = [request.metric.depth(request.parameter, largest_r) for request in requested
-              if request.metric.reads == 'hits']
-    return rank_queries(torch.from_numpy(inputs.features).to(device), queries,
-                        ranks=any(request.metric.reads == 'ranks' for request in requested),
-                        depth=max(depths) if depths else None, chunk_size=inputs.chunk_size, **gallery)
+    depths = {kind: [request.metric.depth(request.parameter, largest_r) for request in requested
+                     if request.metric.reads == kind] for kind in ('ranks', 'hits')}
+    return rank_queries(torch.from_numpy(inputs.features).to(device), queries, ranks=bool(depths['ranks']),
+                        ranks_below=max(depths['ranks'], default=None), depth=max(depths['hits'], default=None),
+                        chunk_size=inputs.chunk_size, **gallery)
 
 
 def build_clusterings(inputs, requested):

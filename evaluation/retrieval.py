@@ -92,9 +92,11 @@ def relevant_counts(labels, gallery_labels=None):
 
 
 def rank_queries(features, labels, *, ranks=True, depth=None, chunk_size=DEFAULT_CHUNK_SIZE, gallery_features=None,
-                 gallery_labels=None):
+                 gallery_labels=None, ranks_below=None):
     """The Retrieval of the queries `features` (N x D tensor) under `labels` (N int tensor): with `ranks`, each
     one's best same-class rank; with a `depth`, the ranks of its same-class samples among its `depth` nearest.
+    `ranks_below`: the best ranks need be exact only below it (as for Recall@K); where it is at most the depth they
+    are read off the ranks within it (NO_RANK beyond), without a pass of their own.
 
     Without a gallery each query is ranked against the other queries (leave-one-out); with `gallery_features`
     (M x D) and `gallery_labels` (M) against the gallery alone.
@@ -109,24 +111,24 @@ def rank_queries(features, labels, *, ranks=True, depth=None, chunk_size=DEFAULT
     with_depth = depth is not None
     depth = min(depth or 0, n_gallery - int(leave_one_out))
     width = min(depth, int(n_relevant.max()) if n_queries else 0)
-    whole_rows = depth == n_gallery - int(leave_one_out)  # every sample ranked: count instead of sorting
     similarities = _Similarities(features, gallery_features, min(chunk_size, n_queries))
+    ranks_from_depth = ranks and with_depth and ranks_below is not None and ranks_below <= depth
     best_positive_ranks, positive_ranks = [], []
     for start in range(0, n_queries, chunk_size):
         queries = torch.arange(start, min(start + chunk_size, n_queries), device=features.device)
         sims = similarities.of(queries)
         if leave_one_out:
             sims[torch.arange(len(queries), device=features.device), queries] = -torch.inf
-        if with_depth and whole_rows:
-            positive_ranks.append(_all_positive_ranks(sims, query_classes[queries], n_relevant[queries], classes,
-                                                      width))
-        elif with_depth:
-            positive_ranks.append(_positive_ranks(sims, query_classes[queries], classes, depth, width))
-        if ranks:  # last: it overwrites `sims`
+        if with_depth:
+            positive_ranks.append(_positive_ranks(sims, query_classes[queries], n_relevant[queries], classes, depth,
+                                                  width))
+        if ranks and not ranks_from_depth:  # last: it overwrites `sims`
             best_positive_ranks.append(_best_positive_rank(sims, query_classes[queries], n_relevant[queries],
                                                            classes))
-    return Retrieval(torch.cat(best_positive_ranks) if ranks else None,
-                     torch.cat(positive_ranks) if with_depth else None, n_relevant, leave_one_out)
+    positive_ranks = torch.cat(positive_ranks) if with_depth else None
+    if ranks_from_depth:
+        best_positive_ranks = [positive_ranks[:, 0] if width else torch.full_like(n_relevant, NO_RANK)]
+    return Retrieval(torch.cat(best_positive_ranks) if ranks else None, positive_ranks, n_relevant, leave_one_out)
 
 
 class _Similarities:
@@ -192,78 +194,62 @@ def _best_positive_rank(sims, query_classes, n_relevant, classes):
     return ranks.masked_fill(n_relevant == 0, NO_RANK)
 
 
-def _all_positive_ranks(sims, query_classes, n_relevant, classes, width):
-    """(Q x width) int64, ascending: the 0-based rank among all candidates of each query's same-class samples
-    (NO_RANK beyond its R), counted: the j-th most similar one (from 0, similarity p) is preceded by the j before it
-    and by every other-class sample at least as similar as p (ties never favour the query), i.e. by
-    (samples >= p) - (same-class samples >= p) + j. One counting pass per same-class sample instead of sorting rows.
-    """
-    positives, valid = classes.same_class_samples(query_classes)
-    # Leave-one-out: the query's own entry in `sims` is -inf, so it sorts last and is dropped with the columns >= R.
-    similar = sims.gather(1, positives).masked_fill_(~valid, -torch.inf).sort(dim=1, descending=True).values
-    similar = torch.nn.functional.pad(similar, (0, max(0, width - similar.shape[1])), value=-torch.inf)[:, :width]
-    at_least = torch.stack([_count_at_least(sims, similar[:, j]) for j in range(width)], 1)
-    same_class_at_least = (similar[:, None, :] >= similar[:, :, None]).sum(2)
-    ranks = at_least - same_class_at_least + torch.arange(width, device=sims.device)
-    return ranks.masked_fill_(torch.arange(width, device=sims.device) >= n_relevant[:, None], NO_RANK)
-
-
-def _count_at_least(sims, thresholds):
-    """(Q) int64: how many entries of each row of `sims` are >= its threshold (numpy's count is 8x torch's on CPUs)."""
-    if sims.device.type == 'cpu':
-        counts = np.count_nonzero(sims.numpy() >= thresholds.numpy()[:, None], axis=1)
-        return torch.from_numpy(counts.astype(np.int64))
-    return (sims >= thresholds[:, None]).sum(1)
-
-
-def _positive_ranks(sims, query_classes, classes, depth, width):
+def _positive_ranks(sims, query_classes, n_relevant, classes, depth, width):
     """(Q x width) int64, ascending: the 0-based ranks of each query's same-class samples among its `depth` nearest,
-    NO_RANK for the rest; among equally similar samples the other-class ones come first (ties never favour the query).
+    NO_RANK for the rest and beyond its R; among equally similar samples the other-class ones come first (ties never
+    favour the query).
 
-    The `depth` nearest are found by _nearest (float32 values, as the similarities); only they are then ordered with
-    same-class samples after equal other-class ones. Ties at the last similarity taken (the boundary) may reach
-    beyond the depth: in those rows alone (none, in practice, for a healthy network) the other-class samples of the
-    whole row fill the group first, counted from the row and from the query's class.
+    Counted, not sorted: the j-th most similar same-class sample (from 0, similarity p) is preceded by the j before it
+    and by every other-class sample at least as similar, i.e. by (samples >= p) - (same-class samples >= p) + j.
+    Short of whole rows, the counts run over each row's candidates (_candidates: every value above a floor); a
+    same-class similarity equal to the floor is counted over its whole row (as equal values may lie outside), one
+    below it is `depth` or more back.
     """
-    if depth == 0:
+    if width == 0:
         return torch.full((len(sims), 0), NO_RANK, device=sims.device)
-    beyond = depth < sims.shape[1]  # one more than the depth says which rows have ties beyond it
-    values, indices = _nearest(sims, depth + beyond)
-    crossing = (values[:, depth] == values[:, depth - 1]).nonzero()[:, 0] if beyond else values.new_empty(0).long()
-    values, indices = values[:, :depth], indices[:, :depth]
-    is_hit = classes.class_of[indices] == query_classes[:, None]
-    # Within the nearest: equal values keep their order, hits after the rest (a stable sort on hit, then value).
-    by_hit = torch.sort(is_hit.to(torch.int8), dim=1, stable=True).indices
-    by_value = torch.sort(values.gather(1, by_hit), dim=1, descending=True, stable=True).indices
-    is_hit = is_hit.gather(1, by_hit.gather(1, by_value))
-    boundary = values[:, -1:]
-    in_group = (values == boundary).sum(1)
-    tied_others = (values == boundary).logical_and_(~is_hit).sum(1)
-    if len(crossing):  # the boundary group reaches beyond the depth: count its other-class samples in the row
-        positives, valid = classes.same_class_samples(query_classes[crossing])
-        rows, row_boundary = sims[crossing], boundary[crossing]
-        tied_positives = (rows.gather(1, positives) == row_boundary).logical_and_(valid).sum(1)
-        tied_others[crossing] = (rows == row_boundary).sum(1) - tied_positives
-    group_position = torch.arange(depth, device=sims.device) - (depth - in_group)[:, None]
-    boundary_hit = group_position >= torch.minimum(in_group, tied_others)[:, None]
-    is_hit = torch.where(group_position >= 0, boundary_hit, is_hit)
-    # The j-th hit of a row (from 0) at position p: its rank p in column j.
-    rows, positions = is_hit.nonzero(as_tuple=True)
-    found = is_hit.cumsum(1)[rows, positions] - 1
-    ranks = torch.full((len(sims), width), NO_RANK, device=sims.device)
-    keep = found < width
-    ranks[rows[keep], found[keep]] = positions[keep]
-    return ranks
+    positives, valid = classes.same_class_samples(query_classes)
+    # Leave-one-out: the query's own entry in `sims` is -inf, so it sorts last and falls beyond its R.
+    similar = sims.gather(1, positives).masked_fill_(~valid, -torch.inf).sort(dim=1, descending=True).values
+    similar = torch.nn.functional.pad(similar, (0, max(0, width - similar.shape[1])), value=-torch.inf)
+    similar = similar[:, :width].contiguous()
+    order = torch.arange(width, device=sims.device)
+    beyond = order >= n_relevant[:, None]
+    candidates, floor = _candidates(sims, depth) if depth < sims.shape[1] else (sims, None)
+    at_least = _count_at_least(candidates, similar)
+    if floor is not None:
+        on_floor = ((similar == floor[:, None]) & ~beyond).any(1).nonzero()[:, 0]
+        if len(on_floor):
+            at_least[on_floor] = _count_at_least(sims[on_floor], similar[on_floor])
+        beyond |= similar < floor[:, None]
+    same_class_at_least = width - torch.searchsorted(similar.flip(1).contiguous(), similar)
+    ranks = at_least - same_class_at_least + order
+    return ranks.masked_fill_(beyond | (ranks >= depth), NO_RANK)
 
 
-def _nearest(sims, k):
-    """The k largest values of each row of `sims`, in descending order, and their columns (as torch.topk: the values
-    exactly; among values equal to the k-th, any of them).
+def _count_at_least(values, thresholds):
+    """(Q x W) int64: how many entries of each row of `values` (Q x C) are >= each of its thresholds (Q x W): one
+    counting pass per threshold for a few (numpy's count is 8x torch's on the CPU), else a sort and a search."""
+    n_thresholds = thresholds.shape[1]
+    if n_thresholds <= 32:
+        if values.device.type == 'cpu':
+            values_np, thresholds_np = values.numpy(), thresholds.numpy()
+            counts = [np.count_nonzero(values_np >= thresholds_np[:, j, None], axis=1) for j in range(n_thresholds)]
+            return torch.from_numpy(np.array(counts, dtype=np.int64).reshape(n_thresholds, -1).T.copy())
+        return torch.stack([(values >= thresholds[:, j, None]).sum(1) for j in range(n_thresholds)], 1)
+    # numpy's sort is 5x torch's on the CPU
+    ordered = (torch.from_numpy(np.sort(values.numpy(), axis=1)) if values.device.type == 'cpu'
+               else values.sort(dim=1).values)
+    return values.shape[1] - torch.searchsorted(ordered, thresholds.contiguous())
 
-    torch.topk is slow on the CPU, so it runs on a few candidates: the rows are cut into blocks of columns, and a
-    row's k largest values all lie in its k blocks of the largest maxima (every value outside them is at most each of
-    those k maxima), plus the columns left over at the end. Blocks of 64 adjacent columns where there are many of
-    them (4x faster than topk for the depth of MAP@R at SOP size), else strided blocks of a few (2x for depth 1,000).
+
+def _candidates(sims, k):
+    """(candidates (Q x C), floor (Q)): entries of each row of `sims` among which lie all of its entries above its
+    floor, a value at most its k-th largest (the `floor` of rows whose candidates are the whole row is -inf).
+
+    The rows are cut into blocks of columns: every entry outside a row's k blocks of the largest maxima is at most
+    each of those k maxima, so at most the smallest of them, the floor. Blocks of 64 adjacent columns where there
+    are many of them, else strided blocks of a few (at SOP size 14x and 8x fewer columns for the depths of MAP@R and
+    mAP_lim); the columns left over at the end are candidates too.
     """
     n_rows, n_columns = sims.shape
     if n_columns >= 256 * k:
@@ -271,20 +257,19 @@ def _nearest(sims, k):
     elif n_columns >= 16 * k:
         block, strided = n_columns // (8 * k), True
     else:
-        return sims.topk(k, dim=1)
+        return sims, sims.new_full((n_rows,), -torch.inf)
     n_blocks = n_columns // block
     whole = sims[:, :n_blocks * block]
     if strided:  # block b holds the columns b, b + n_blocks, b + 2 n_blocks, ...
         maxima = whole.view(n_rows, block, n_blocks).amax(1)
         offsets = torch.arange(block, device=sims.device) * n_blocks
-        first = maxima.topk(k, dim=1, sorted=False).indices
+        first = (top := maxima.topk(k, dim=1, sorted=False)).indices
     else:
         maxima = whole.view(n_rows, n_blocks, block).amax(2)
         offsets = torch.arange(block, device=sims.device)
-        first = maxima.topk(k, dim=1, sorted=False).indices * block
+        first = (top := maxima.topk(k, dim=1, sorted=False)).indices * block
     columns = (first[:, :, None] + offsets).view(n_rows, -1)
     if n_columns > n_blocks * block:
         rest = torch.arange(n_blocks * block, n_columns, device=sims.device)
         columns = torch.cat([columns, rest.expand(n_rows, -1)], 1)
-    top = sims.gather(1, columns).topk(k, dim=1)
-    return top.values, columns.gather(1, top.indices)
+    return sims.gather(1, columns), top.values.amin(1)

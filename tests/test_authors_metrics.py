@@ -228,6 +228,15 @@ def test_authors_map_over_every_sample_counts_past_the_sorting_depth_on_ties():
         assert ours[name] == pytest.approx(authors_map(features, labels, name), abs=1e-12), name
 
 
+def test_authors_map_of_classes_of_many_samples_counts_whole_rows_by_sorting():
+    """More than 32 same-class samples per query: whole rows counted by a sort and a search."""
+    features = tied_embeddings(400, dim=16, seed=11)
+    labels = np.random.default_rng(11).integers(0, 6, 400)  # about 66 samples a class
+    ours = evaluation.compute_metrics(features, labels, ['mAP', 'mAP_c'], chunk_size=150)
+    for name in ours:
+        assert ours[name] == pytest.approx(authors_map(features, labels, name), abs=1e-12), name
+
+
 # --- The peers' metrics.
 
 def peers_reference(features, labels, name):

@@ -134,23 +134,37 @@ def test_similarities_one_float32_step_apart_are_ordered_not_tied():
     assert retrieval.positive_ranks.tolist() == [[0], [1]]
 
 
-@pytest.mark.parametrize('depth', [3, 30, 300], ids=['adjacent blocks', 'strided blocks', 'topk'])
+@pytest.mark.parametrize('depth', [3, 30, 300], ids=['adjacent blocks', 'strided blocks', 'whole rows'])
 @pytest.mark.parametrize('kind', ['random', 'tied'])
-def test_nearest_finds_the_largest_values_as_topk_does(depth, kind):
-    """The candidate blocks of _nearest hold each row's largest values: the same values as torch.topk, in order, at
-    columns that hold them (which of several equal values at the last place is free, as in topk)."""
-    from evaluation.retrieval import _nearest
+def test_candidates_hold_every_value_above_a_floor_at_most_the_kth_largest(depth, kind):
+    """_candidates: entries of the row (each column once), among them every entry above the floor, which is at most
+    the row's depth-th largest value (ties across the block boundaries included)."""
+    from evaluation.retrieval import _candidates
 
     rng = np.random.default_rng(depth)
     if kind == 'random':
         sims = torch.from_numpy(rng.standard_normal((40, 1000 * 3 + 7)).astype(np.float32))
-    else:  # a few distinct values: ties everywhere, across the block boundaries
+    else:  # a few distinct values: ties everywhere
         sims = torch.from_numpy(rng.integers(0, 5, (40, 1000 * 3 + 7)).astype(np.float32))
-    values, columns = _nearest(sims, depth)
-    expected = sims.topk(depth, dim=1).values
-    assert torch.equal(values, expected)
-    assert torch.equal(sims.gather(1, columns), values)
-    assert all(len(set(row)) == depth for row in columns.tolist()), 'each column once'
+    candidates, floor = _candidates(sims, depth)
+    assert (candidates.shape[1] < sims.shape[1]) == (depth < 300)
+    kth = sims.topk(depth, dim=1).values[:, -1]
+    assert (floor <= kth).all()
+    for row, row_candidates, row_floor in zip(sims, candidates, floor):
+        above = np.sort(row[row > row_floor].numpy())
+        assert np.array_equal(np.sort(row_candidates[row_candidates > row_floor].numpy()), above)
+        assert np.isin(row_candidates.numpy(), row.numpy()).all()
+        assert (row_candidates == row_floor).sum() <= (row == row_floor).sum(), 'no column twice'
+
+
+def test_classes_of_many_samples_count_by_sorting_and_keep_the_tie_rule():
+    """More than 32 same-class samples per query: their ranks among the candidates are counted by a sort and a
+    search."""
+    features = tied_embeddings(2000, dim=16, seed=11)
+    labels = np.random.default_rng(11).integers(0, 45, 2000)  # about 44 samples a class
+    names = ['mAP@R', 'mAP@50', 'e_recall@1']
+    ours = evaluation.compute_metrics(features, labels, names, chunk_size=700)
+    assert ours == pytest.approx(subset(reference_metrics(features, labels, depths=(50,)), names), abs=1e-12)
 
 
 @pytest.mark.parametrize('names', [['e_recall@1', 'e_recall@5', 'mAP@2'], ['mAP@R', 'mAP@40', 'e_recall@40']],
