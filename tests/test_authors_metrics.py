@@ -407,3 +407,14 @@ def test_query_gallery_protocol_normalises_the_authors_map_by_the_gallery_class_
     both = evaluation.compute_metrics(np.concatenate([queries, gallery]),
                                       np.concatenate([query_labels, gallery_labels]), ['dists@intra'])
     assert ours['dists@intra'] == both['dists@intra'], 'measured on query and gallery together'
+
+
+def test_the_metric_table_of_docs_evaluation_names_every_metric_once():
+    import re
+
+    with open(f'{ROOT}/docs/evaluation.md') as file:
+        text = file.read()
+    section = text[text.index('## Metrics'):text.index('A metric is one entry of `METRICS`')]
+    named = [name for row in section.splitlines() if row.startswith('| `')
+             for name in re.findall(r'`([^`]+)`', row.split(' | ')[0])]
+    assert sorted(named) == sorted(metric.name for metric in evaluation.METRICS)
