@@ -119,12 +119,20 @@ def rank_queries(features, labels, *, ranks=True, depth=None, chunk_size=DEFAULT
         sims = similarities.of(queries)
         if leave_one_out:
             sims[torch.arange(len(queries), device=features.device), queries] = -torch.inf
+        best = torch.full((len(queries),), -1, device=sims.device)  # -1: still to find
         if with_depth:
-            positive_ranks.append(_positive_ranks(sims, query_classes[queries], n_relevant[queries], classes, depth,
-                                                  width))
-        if ranks and not ranks_from_depth:  # last: it overwrites `sims`
-            best_positive_ranks.append(_best_positive_rank(sims, query_classes[queries], n_relevant[queries],
-                                                           classes))
+            chunk_ranks, best = _positive_ranks(sims, query_classes[queries], n_relevant[queries], classes, depth,
+                                                width)
+            positive_ranks.append(chunk_ranks)
+        if ranks and not ranks_from_depth:
+            # Those the counts among the candidates left open, by a pass over their rows (in place: last).
+            rows = (best < 0).nonzero()[:, 0]
+            if len(rows) == len(queries):
+                best = _best_positive_rank(sims, query_classes[queries], n_relevant[queries], classes)
+            elif len(rows):
+                best[rows] = _best_positive_rank(sims[rows], query_classes[queries][rows],
+                                                 n_relevant[queries][rows], classes)
+            best_positive_ranks.append(best)
     positive_ranks = torch.cat(positive_ranks) if with_depth else None
     if ranks_from_depth:
         best_positive_ranks = [positive_ranks[:, 0] if width else torch.full_like(n_relevant, NO_RANK)]
@@ -195,18 +203,18 @@ def _best_positive_rank(sims, query_classes, n_relevant, classes):
 
 
 def _positive_ranks(sims, query_classes, n_relevant, classes, depth, width):
-    """(Q x width) int64, ascending: the 0-based ranks of each query's same-class samples among its `depth` nearest,
-    NO_RANK for the rest and beyond its R; among equally similar samples the other-class ones come first (ties never
-    favour the query).
+    """((Q x width) int64, ascending: the 0-based ranks of each query's same-class samples among its `depth` nearest,
+    NO_RANK for the rest and beyond its R; (Q) int64: the rank of its most similar one at any depth where the counts
+    give it, -1 where they do not). Among equally similar samples the other-class ones come first (ties never favour
+    the query).
 
     Counted, not sorted: the j-th most similar same-class sample (from 0, similarity p) is preceded by the j before it
     and by every other-class sample at least as similar, i.e. by (samples >= p) - (same-class samples >= p) + j.
-    Short of whole rows, the counts run over each row's candidates (_candidates: every value above a floor); a
-    same-class similarity equal to the floor is counted over its whole row (as equal values may lie outside), one
-    below it is `depth` or more back.
+    Short of whole rows, the counts run over each row's candidates (_candidates: every value above a floor).
     """
     if width == 0:
-        return torch.full((len(sims), 0), NO_RANK, device=sims.device)
+        return torch.full((len(sims), 0), NO_RANK, device=sims.device), torch.full((len(sims),), NO_RANK,
+                                                                                   device=sims.device)
     positives, valid = classes.same_class_samples(query_classes)
     # Leave-one-out: the query's own entry in `sims` is -inf, so it sorts last and falls beyond its R.
     similar = sims.gather(1, positives).masked_fill_(~valid, -torch.inf).sort(dim=1, descending=True).values
@@ -217,13 +225,19 @@ def _positive_ranks(sims, query_classes, n_relevant, classes, depth, width):
     candidates, floor = _candidates(sims, depth) if depth < sims.shape[1] else (sims, None)
     at_least = _count_at_least(candidates, similar)
     if floor is not None:
-        on_floor = ((similar == floor[:, None]) & ~beyond).any(1).nonzero()[:, 0]
-        if len(on_floor):
-            at_least[on_floor] = _count_at_least(sims[on_floor], similar[on_floor])
+        # Outside the candidates every value is at most the floor: a same-class similarity above it is counted in
+        # full, one on it misses the values equal to the floor outside, counted here, one below is `depth` or more back.
+        on_floor = (similar == floor[:, None]) & ~beyond
+        rows = on_floor.any(1).nonzero()[:, 0]
+        if len(rows):
+            outside = _count_equal(sims[rows], floor[rows]) - _count_equal(candidates[rows], floor[rows])
+            at_least[rows] += on_floor[rows] * outside[:, None]
         beyond |= similar < floor[:, None]
     same_class_at_least = width - torch.searchsorted(similar.flip(1).contiguous(), similar)
     ranks = at_least - same_class_at_least + order
-    return ranks.masked_fill_(beyond | (ranks >= depth), NO_RANK)
+    # The best rank, exact at any depth where the most similar same-class sample is not below the floor (-1 else).
+    best = torch.where(beyond[:, 0] & (n_relevant > 0), -1, ranks[:, 0]).masked_fill_(n_relevant == 0, NO_RANK)
+    return ranks.masked_fill_(beyond | (ranks >= depth), NO_RANK), best
 
 
 def _count_at_least(values, thresholds):
@@ -240,6 +254,13 @@ def _count_at_least(values, thresholds):
     ordered = (torch.from_numpy(np.sort(values.numpy(), axis=1)) if values.device.type == 'cpu'
                else values.sort(dim=1).values)
     return values.shape[1] - torch.searchsorted(ordered, thresholds.contiguous())
+
+
+def _count_equal(values, value):
+    """(Q) int64: how many entries of each row of `values` (Q x C) equal its `value` (Q)."""
+    if values.device.type == 'cpu':
+        return torch.from_numpy(np.count_nonzero(values.numpy() == value.numpy()[:, None], axis=1).astype(np.int64))
+    return (values == value[:, None]).sum(1)
 
 
 def _candidates(sims, k):
