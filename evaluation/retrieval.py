@@ -222,15 +222,16 @@ def _positive_ranks(sims, query_classes, n_relevant, classes, depth, width):
     similar = similar[:, :width].contiguous()
     order = torch.arange(width, device=sims.device)
     beyond = order >= n_relevant[:, None]
-    candidates, floor = _candidates(sims, depth) if depth < sims.shape[1] else (sims, None)
-    at_least = _count_at_least(candidates, similar)
+    candidates, floor = _candidates(sims, depth) if depth < sims.shape[1] else ([sims], None)
+    at_least = _count_at_least(candidates, similar, n_relevant)
     if floor is not None:
         # Outside the candidates every value is at most the floor: a same-class similarity above it is counted in
         # full, one on it misses the values equal to the floor outside, counted here, one below is `depth` or more back.
         on_floor = (similar == floor[:, None]) & ~beyond
         rows = on_floor.any(1).nonzero()[:, 0]
         if len(rows):
-            outside = _count_equal(sims[rows], floor[rows]) - _count_equal(candidates[rows], floor[rows])
+            outside = _count_equal(sims[rows], floor[rows]) - sum(_count_equal(part[rows], floor[rows])
+                                                                  for part in candidates)
             at_least[rows] += on_floor[rows] * outside[:, None]
         beyond |= similar < floor[:, None]
     same_class_at_least = width - torch.searchsorted(similar.flip(1).contiguous(), similar)
@@ -240,20 +241,35 @@ def _positive_ranks(sims, query_classes, n_relevant, classes, depth, width):
     return ranks.masked_fill_(beyond | (ranks >= depth), NO_RANK), best
 
 
-def _count_at_least(values, thresholds):
-    """(Q x W) int64: how many entries of each row of `values` (Q x C) are >= each of its thresholds (Q x W): one
-    counting pass per threshold for a few (numpy's count is 8x torch's on the CPU), else a sort and a search."""
-    n_thresholds = thresholds.shape[1]
-    if n_thresholds <= 32:
-        if values.device.type == 'cpu':
-            values_np, thresholds_np = values.numpy(), thresholds.numpy()
-            counts = [np.count_nonzero(values_np >= thresholds_np[:, j, None], axis=1) for j in range(n_thresholds)]
-            return torch.from_numpy(np.array(counts, dtype=np.int64).reshape(n_thresholds, -1).T.copy())
-        return torch.stack([(values >= thresholds[:, j, None]).sum(1) for j in range(n_thresholds)], 1)
-    # numpy's sort is 5x torch's on the CPU
-    ordered = (torch.from_numpy(np.sort(values.numpy(), axis=1)) if values.device.type == 'cpu'
-               else values.sort(dim=1).values)
-    return values.shape[1] - torch.searchsorted(ordered, thresholds.contiguous())
+def _count_at_least(parts, thresholds, n_relevant):
+    """(Q x W) int64: how many entries of each row of the `parts` (Q x C_i each, a row's candidates in pieces) are >=
+    each of its thresholds (Q x W), for the first R thresholds of each row (0 for the rest, which no rank reads).
+
+    A counting pass per threshold for a few (numpy's count is 8x torch's on the CPU), over the rows it concerns (the
+    rows in decreasing R, so that threshold j concerns a leading block of them); else a sort and a search."""
+    n_rows, n_thresholds = thresholds.shape
+    if n_thresholds > 32:
+        counts = 0
+        for part in parts:  # numpy's sort is 5x torch's on the CPU
+            ordered = (torch.from_numpy(np.sort(part.numpy(), axis=1)) if part.device.type == 'cpu'
+                       else part.sort(dim=1).values)
+            counts = counts + part.shape[1] - torch.searchsorted(ordered, thresholds)
+        return counts
+    rows = torch.argsort(n_relevant, descending=True, stable=True)
+    concerned = (n_relevant[rows][None, :] > torch.arange(n_thresholds, device=rows.device)[:, None]).sum(1).tolist()
+    counts = torch.zeros((n_rows, n_thresholds), dtype=torch.int64, device=thresholds.device)
+    on_cpu = thresholds.device.type == 'cpu'
+    by_rows = thresholds[rows]
+    for part in parts:
+        part = part[rows]
+        if on_cpu:
+            part_np, by_rows_np, counts_np = part.numpy(), by_rows.numpy(), counts.numpy()
+        for j, n in enumerate(concerned):
+            if on_cpu:
+                counts_np[:n, j] += np.count_nonzero(part_np[:n] >= by_rows_np[:n, j, None], axis=1)
+            else:
+                counts[:n, j] += (part[:n] >= by_rows[:n, j, None]).sum(1)
+    return torch.empty_like(counts).index_copy_(0, rows, counts)
 
 
 def _count_equal(values, value):
@@ -264,8 +280,9 @@ def _count_equal(values, value):
 
 
 def _candidates(sims, k):
-    """(candidates (Q x C), floor (Q)): entries of each row of `sims` among which lie all of its entries above its
-    floor, a value at most its k-th largest (the `floor` of rows whose candidates are the whole row is -inf).
+    """(candidates, floor (Q)): `candidates`, a list of (Q x C_i) pieces, are entries of each row of `sims` among
+    which lie all of its entries above its floor, a value at most its k-th largest (-inf where the candidates are the
+    whole row).
 
     The rows are cut into blocks of columns: every entry outside a row's k blocks of the largest maxima is at most
     each of those k maxima, so at most the smallest of them, the floor. Blocks of 64 adjacent columns where there
@@ -278,19 +295,18 @@ def _candidates(sims, k):
     elif n_columns >= 16 * k:
         block, strided = n_columns // (8 * k), True
     else:
-        return sims, sims.new_full((n_rows,), -torch.inf)
+        return [sims], sims.new_full((n_rows,), -torch.inf)
     n_blocks = n_columns // block
     whole = sims[:, :n_blocks * block]
     if strided:  # block b holds the columns b, b + n_blocks, b + 2 n_blocks, ...
-        maxima = whole.view(n_rows, block, n_blocks).amax(1)
-        offsets = torch.arange(block, device=sims.device) * n_blocks
-        first = (top := maxima.topk(k, dim=1, sorted=False)).indices
+        blocks = whole.view(n_rows, block, n_blocks)
+        top = blocks.amax(1).topk(k, dim=1, sorted=False)
+        chosen = blocks.gather(2, top.indices[:, None, :].expand(n_rows, block, k))
     else:
-        maxima = whole.view(n_rows, n_blocks, block).amax(2)
-        offsets = torch.arange(block, device=sims.device)
-        first = (top := maxima.topk(k, dim=1, sorted=False)).indices * block
-    columns = (first[:, :, None] + offsets).view(n_rows, -1)
+        blocks = whole.view(n_rows, n_blocks, block)
+        top = blocks.amax(2).topk(k, dim=1, sorted=False)
+        chosen = blocks.gather(1, top.indices[:, :, None].expand(n_rows, k, block))
+    candidates = [chosen.view(n_rows, -1)]
     if n_columns > n_blocks * block:
-        rest = torch.arange(n_blocks * block, n_columns, device=sims.device)
-        columns = torch.cat([columns, rest.expand(n_rows, -1)], 1)
-    return sims.gather(1, columns), top.values.amin(1)
+        candidates.append(sims[:, n_blocks * block:])
+    return candidates, top.values.amin(1)
