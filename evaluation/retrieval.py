@@ -80,6 +80,12 @@ class Retrieval:
         return (ranks < (cutoff[:, None] if cutoff.ndim else cutoff)) & (ranks != NO_RANK)
 
 
+def by_numpy(tensor):
+    """Whether the work on `tensor` goes through numpy (on the CPU, where numpy's BLAS, counts and sorts beat
+    torch's), else torch (CUDA)."""
+    return tensor.device.type == 'cpu'
+
+
 def _mean_where(values, selected):
     """The mean of `values` where `selected` (nan where none is)."""
     return values[selected].double().mean().item()
@@ -144,7 +150,7 @@ class _Similarities:
 
     def __init__(self, features, gallery_features, chunk_size):
         self.features, self.gallery, self.chunk_size = features, gallery_features, chunk_size
-        self.on_cpu = features.device.type == 'cpu'
+        self.on_cpu = by_numpy(features)
 
     def chunks(self):
         """(queries, their similarities (len(queries) x M)) of each chunk of consecutive queries in turn, in one of
@@ -266,14 +272,14 @@ def _count_at_least(parts, thresholds, n_relevant):
     if n_thresholds > 32:
         counts = 0
         for part in parts:  # numpy's sort is 5x torch's on the CPU
-            ordered = (torch.from_numpy(np.sort(part.numpy(), axis=1)) if part.device.type == 'cpu'
+            ordered = (torch.from_numpy(np.sort(part.numpy(), axis=1)) if by_numpy(part)
                        else part.sort(dim=1).values)
             counts = counts + part.shape[1] - torch.searchsorted(ordered, thresholds)
         return counts
     rows = torch.argsort(n_relevant, descending=True, stable=True)
     concerned = (n_relevant[rows][None, :] > torch.arange(n_thresholds, device=rows.device)[:, None]).sum(1).tolist()
     counts = torch.zeros((n_rows, n_thresholds), dtype=torch.int64, device=thresholds.device)
-    on_cpu = thresholds.device.type == 'cpu'
+    on_cpu = by_numpy(thresholds)
     by_rows = thresholds[rows]
     for part in parts:
         part = part[rows]
@@ -289,7 +295,7 @@ def _count_at_least(parts, thresholds, n_relevant):
 
 def _count_equal(values, value):
     """(Q) int64: how many entries of each row of `values` (Q x C) equal its `value` (Q)."""
-    if values.device.type == 'cpu':
+    if by_numpy(values):
         return torch.from_numpy(np.count_nonzero(values.numpy() == value.numpy()[:, None], axis=1).astype(np.int64))
     return (values == value[:, None]).sum(1)
 

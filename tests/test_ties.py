@@ -186,3 +186,19 @@ def test_gpu_ranking_applies_the_same_tie_rule():
     labels = np.random.default_rng(0).integers(0, 9, 90)
     on_gpu = evaluation.compute_metrics(features, labels, RETRIEVAL, use_gpu=True)
     assert on_gpu == pytest.approx(subset(reference_metrics(features, labels), RETRIEVAL), abs=1e-12)
+    names = ['mAP', 'mAP_c', 'mAP_1000', 'r_precision', 'mrr', 'precision@5', 'e_recall@40']
+    assert evaluation.compute_metrics(features, labels, names, use_gpu=True) == evaluation.compute_metrics(
+        features, labels, names)
+
+
+@pytest.mark.parametrize('names', [RETRIEVAL, ['e_recall@1', 'e_recall@40', 'mAP@2', 'mAP_c', 'mAP', 'mrr']])
+def test_the_torch_paths_that_cuda_takes_give_the_numpy_paths_results(monkeypatch, names):
+    """On CUDA the products, counts and sorts run in torch: the same paths, forced on the CPU, give the same values
+    (the GPU itself: test_gpu_ranking_applies_the_same_tie_rule, where there is one)."""
+    from evaluation import retrieval
+
+    features = tied_embeddings(1200, dim=16, seed=12)
+    labels = np.random.default_rng(12).integers(0, 15, 1200)
+    by_numpy = evaluation.compute_metrics(features, labels, names, chunk_size=500)
+    monkeypatch.setattr(retrieval, 'by_numpy', lambda tensor: False)
+    assert evaluation.compute_metrics(features, labels, names, chunk_size=500) == by_numpy
