@@ -179,7 +179,12 @@ def print_results(results, metric_names):
     width = max(len(name) for name in metric_names) + 2
     print(''.ljust(width) + ''.join(kind.rjust(12) for kind in results))
     for name in metric_names:
-        print(name.ljust(width) + ''.join(f'{result["metrics"][name]:12.4f}' for result in results.values()))
+        print(name.ljust(width) + ''.join(cell(result['metrics'][name]) for result in results.values()))
+
+
+def cell(value):
+    """A metric as the table shows it: 4 decimals; a list (rho_spectrum@0, the spectrum) by its length (--out has it)."""
+    return f'[{len(value)} values]'.rjust(12) if isinstance(value, list) else f'{value:12.4f}'
 
 
 if __name__ == '__main__':
