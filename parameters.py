@@ -311,6 +311,7 @@ def validate(opt):
         if opt.no_test_metrics and not name.startswith('val_'):
             raise UserError(f'--storage_metrics {name} is a test metric, which --no_test_metrics does not compute; '
                             f'use val_{name}')
+    # main.py's flag (Test_pretrained_models.py's --save_embeddings is a file name)
     if getattr(opt, 'save_embeddings', False) is True and opt.no_test_metrics:
         raise UserError('--save_embeddings writes the test embeddings of the best epochs, which --no_test_metrics does '
                         'not compute: drop one of them')

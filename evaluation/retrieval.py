@@ -3,15 +3,17 @@
 - leave-one-out (cub200, cars196, online_products, digits): every sample queries all other samples. A query
   never retrieves itself: it is excluded by index, so an exact duplicate of the query still counts as a neighbour.
 - query/gallery (inshop, a folder with query/ and gallery/): every query is ranked against the gallery only, a
-  separate set, so nothing is excluded. A query whose class has no gallery image is a miss for Recall@K and left
-  out of the MAP averages.
+  separate set, so nothing is excluded.
+
+A query without a same-class sample to find is a miss for Recall@K and left out of the other averages (but for the
+authors' mAP variants in leave-one-out, whose normaliser counts the query itself: evaluation.metrics).
 
 Similarities are computed a chunk of queries at a time (chunk x gallery size), never as the full matrix, so
 SOP-sized test sets (60k samples) fit in memory; on the CPU by numpy's BLAS (OpenBLAS: about 1.7x torch's MKL matrix
 product on AMD CPUs), on CUDA by torch.
 
 Ties never favour the query: among equally similar samples, those of other classes rank before those of the
-query's class, in Recall@K and in the MAP metrics alike. A collapsed network (every embedding the same, or zero)
+query's class, in every retrieval metric alike (all read the same ranks). A collapsed network (every embedding the same, or zero)
 thus ranks every same-class sample last and scores near 0, never near 1. Embeddings of a healthy network have no
 exact ties in practice, so the rule changes nothing there.
 """
