@@ -183,7 +183,8 @@ def print_results(results, metric_names):
 
 
 def cell(value):
-    """A metric as the table shows it: 4 decimals; a list (rho_spectrum@0, the spectrum) by its length (--out has it)."""
+    """A metric as the table shows it: 4 decimals; a list (rho_spectrum@0, the spectrum) by its length (in --out
+    whole)."""
     return f'[{len(value)} values]'.rjust(12) if isinstance(value, list) else f'{value:12.4f}'
 
 

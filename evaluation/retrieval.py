@@ -13,9 +13,9 @@ SOP-sized test sets (60k samples) fit in memory; on the CPU by numpy's BLAS (Ope
 product on AMD CPUs), on CUDA by torch.
 
 Ties never favour the query: among equally similar samples, those of other classes rank before those of the
-query's class, in every retrieval metric alike (all read the same ranks). A collapsed network (every embedding the same, or zero)
-thus ranks every same-class sample last and scores near 0, never near 1. Embeddings of a healthy network have no
-exact ties in practice, so the rule changes nothing there.
+query's class, in every retrieval metric alike (all read the same ranks). A collapsed network (every embedding the
+same, or zero) thus ranks every same-class sample last and scores near 0, never near 1. Embeddings of a healthy
+network have no exact ties in practice, so the rule changes nothing there.
 """
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
