@@ -30,7 +30,8 @@ def compute_metrics(features, labels, metric_names, *, use_gpu=False, seed=0,
     `gallery_labels` (M), the samples are queries ranked against that gallery alone, and NMI and F1
     cluster query and gallery together. `use_gpu` runs the retrieval in torch on CUDA and
     k-means in faiss on the GPU, falling back to the CPU with a warning where there is none.
-    `seed` seeds k-means; `chunk_size` is the number of queries ranked at a time. Only the products
+    `seed` seeds k-means; `chunk_size` is the number of queries ranked at a time (fewer where their similarities
+    would take over evaluation.retrieval.SIMILARITY_BYTES). Only the products
     (evaluation.products) that the requested metrics read are computed.
     """
     requested = parse_metric_names(metric_names)

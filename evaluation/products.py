@@ -13,7 +13,7 @@ import torch
 
 from evaluation.clustering import Clustering, cosine_assignment, kmeans_clustering
 from evaluation.embedding_space import EmbeddingSpace
-from evaluation.retrieval import rank_queries, relevant_counts
+from evaluation.retrieval import DEFAULT_CHUNK_SIZE, rank_queries, relevant_counts
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class EvaluationInputs:
     raw_features: np.ndarray = None
     use_gpu: bool = False
     seed: int = 0
-    chunk_size: int = 1024
+    chunk_size: int = DEFAULT_CHUNK_SIZE
 
     @property
     def has_gallery(self):
