@@ -327,15 +327,34 @@ def _candidates(sims, k):
         return [sims], sims.new_full((n_rows,), -torch.inf)
     n_blocks = n_columns // block
     whole = sims[:, :n_blocks * block]
+    blocks = whole.view(n_rows, block, n_blocks) if strided else whole.view(n_rows, n_blocks, block)
+    chosen, floor = _largest(blocks.amax(1 if strided else 2), k)
     if strided:  # block b holds the columns b, b + n_blocks, b + 2 n_blocks, ...
-        blocks = whole.view(n_rows, block, n_blocks)
-        top = blocks.amax(1).topk(k, dim=1, sorted=False)
-        chosen = blocks.gather(2, top.indices[:, None, :].expand(n_rows, block, k))
+        chosen = blocks.gather(2, chosen[:, None, :].expand(n_rows, block, k))
     else:
-        blocks = whole.view(n_rows, n_blocks, block)
-        top = blocks.amax(2).topk(k, dim=1, sorted=False)
-        chosen = blocks.gather(1, top.indices[:, :, None].expand(n_rows, k, block))
+        chosen = blocks.gather(1, chosen[:, :, None].expand(n_rows, k, block))
     candidates = [chosen.view(n_rows, -1)]
     if n_columns > n_blocks * block:
         candidates.append(sims[:, n_blocks * block:])
-    return candidates, top.values.amin(1)
+    return candidates, floor
+
+
+def _largest(values, k):
+    """(indices (Q x k) of k of the largest entries of each row of `values`, among them all above its k-th largest;
+    that k-th largest (Q)). On the CPU numpy's partition finds the k-th largest (0.6x topk's time) and the entries
+    at least as large are taken where a row has exactly k of them (no tie at the k-th), topk on the other rows."""
+    if not by_numpy(values):
+        top = values.topk(k, dim=1, sorted=False)
+        return top.indices, top.values.amin(1)
+    values_np = values.numpy()
+    kth = np.partition(values_np, values_np.shape[1] - k, axis=1)[:, values_np.shape[1] - k]
+    at_least = values_np >= kth[:, None]
+    untied = np.count_nonzero(at_least, axis=1) == k
+    if untied.all():
+        indices = (np.flatnonzero(at_least) % values_np.shape[1]).reshape(-1, k)
+    else:
+        indices = np.empty((len(values_np), k), dtype=np.int64)
+        indices[untied] = (np.flatnonzero(at_least[untied]) % values_np.shape[1]).reshape(-1, k)
+        tied = np.flatnonzero(~untied)
+        indices[tied] = values[torch.from_numpy(tied)].topk(k, dim=1, sorted=False).indices.numpy()
+    return torch.from_numpy(indices), torch.from_numpy(kth)
