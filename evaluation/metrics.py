@@ -74,7 +74,8 @@ def _authors_map_metrics():
     for name, (over, cutoff, depth) in _AUTHORS_MAP.items():
         for prefix in ('', 'c_'):
             meaning = (f'the authors\' {prefix}{name}: average precision over {over}, normalised by the size of the '
-                       f'query\'s class, the query included; the mean over every query')
+                       f'query\'s class in the set searched (leave-one-out: the query included, so the mean is over '
+                       f'every query)')
             metrics.append(Metric(prefix + name, meaning, 'hits', _authors_map(cutoff), depth=depth))
     return tuple(metrics)
 
