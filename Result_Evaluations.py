@@ -15,7 +15,10 @@ import sys
 
 import parameters
 from plumbing.errors import UserError, exit_code
+from plumbing.lazy import lazy_module
 from reporting.result_table import find_runs, write_result_tables
+
+evaluation = lazy_module('evaluation')  # it imports torch, which --help needs not
 
 
 def build_parser():
@@ -36,6 +39,9 @@ def main(argv=None):
     opt = build_parser().parse_args(argv)
     if opt.select_on and opt.at_epoch == 'last':
         raise UserError('--select_on chooses each run\'s epoch by a metric: drop --at_epoch last')
+    if opt.select_on and not evaluation.is_score(opt.select_on):
+        raise UserError(f'--select_on {opt.select_on} measures the embedding space and has no best value: select on a '
+                        f'score such as val_mAP@R or e_recall@1')
     at_epoch = 'selected' if opt.select_on else opt.at_epoch
     flag_defaults = vars(parameters.build_parser().parse_args([]))
     text = write_result_tables(find_runs(opt.runs), flag_defaults, opt.out, at_epoch=at_epoch, select_on=opt.select_on,

@@ -7,7 +7,6 @@
     python Test_pretrained_models.py --dataset inshop --source $datapath/inshop --checkpoint run/best_e_recall@1.pth \
         --save_embeddings inshop.npz   # query_* and gallery_* features, labels, paths
 """
-import io
 import logging
 import os
 import sys
@@ -20,11 +19,12 @@ import evaluation
 import parameters
 from evaluation.evaluator import Evaluator
 from plumbing.errors import UserError, exit_code
-from plumbing.files import atomic_write_bytes, atomic_write_json
+from plumbing.files import atomic_write_json
 from plumbing.runtime import select_device
 from reporting.figures import save_test_retrieval_grid, tsne_map
 from reporting.logs import setup_logging
 from run_folder.checkpoint import load_checkpoint_into, read_checkpoint
+from run_folder.embeddings_file import write_embeddings
 from run_folder.saved_flags import EVALUATION_SETTINGS, PIPELINE_SETTINGS, config_of, evaluation_settings
 
 logger = logging.getLogger('Test_pretrained_models')
@@ -125,7 +125,7 @@ def main(argv=None):
             write_pictures(opt.plots, kind, embedded, evaluator.parts)
         if opt.save_embeddings:
             target = embeddings_file(opt.save_embeddings, kind, len(setups))
-            save_embeddings(target, embedded, evaluator.parts)
+            write_embeddings(target, embedded, evaluator.parts)
             logger.info('wrote the %s embeddings of %s to %s', ' and '.join(embedded), kind, target)
     print_results(results, metric_names)
     if opt.out:
@@ -158,19 +158,6 @@ def embeddings_file(path, kind, n_checkpoints):
     return f'{stem}_{kind}{extension or ".npz"}'
 
 
-def save_embeddings(path, embedded, test_parts):
-    """Write {part}_features, {part}_labels and {part}_paths of every test part ('test', or 'query' and 'gallery')
-    to the .npz file `path`, atomically (nothing is left half-written)."""
-    arrays = {}
-    for part, (features, labels) in embedded.items():
-        name = 'test' if part == 'testing' else part
-        arrays.update({f'{name}_features': features, f'{name}_labels': labels,
-                       f'{name}_paths': np.array(test_parts[part].paths, dtype=str)})
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def write_pictures(folder, kind, embedded, test_parts):
     """<folder>/<kind>_retrieval.png and <kind>_tsne.png of one checkpoint's test embeddings (the t-SNE map of
     query and gallery together)."""
@@ -192,7 +179,13 @@ def print_results(results, metric_names):
     width = max(len(name) for name in metric_names) + 2
     print(''.ljust(width) + ''.join(kind.rjust(12) for kind in results))
     for name in metric_names:
-        print(name.ljust(width) + ''.join(f'{result["metrics"][name]:12.4f}' for result in results.values()))
+        print(name.ljust(width) + ''.join(cell(result['metrics'][name]) for result in results.values()))
+
+
+def cell(value):
+    """A metric as the table shows it: 4 decimals; a list (rho_spectrum@0, the spectrum) by its length (in --out
+    whole)."""
+    return f'[{len(value)} values]'.rjust(12) if isinstance(value, list) else f'{value:12.4f}'
 
 
 if __name__ == '__main__':

@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 import architectures
 import criteria
 import datasampler
@@ -29,8 +31,9 @@ from plumbing.stop_signals import StopSignals
 from reporting.figures import save_test_retrieval_grid
 from reporting.logs import epoch_line, number, setup_logging
 from reporting.online_log import OnlineLog, use_wandb_key
-from reporting.plots import plot_history
+from reporting.plots import plot_history, plot_spectrum
 from run_folder.checkpoint import plain_config, read_checkpoint, save_checkpoint
+from run_folder.embeddings_file import write_embeddings
 from run_folder.folder import (LAST_CHECKPOINT, how_to_continue, last_checkpoint_note, new_run_folder,
                                resume_checkpoint)
 from run_folder.lock import claim_run_folder
@@ -44,6 +47,7 @@ logger = logging.getLogger('main')
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = parameters.build_parser(prog='main.py')
+    parameters.add_main_flags(parser)
     opt = parameters.parse_args(argv, parser)
     use_wandb_key(opt.wandb_key)
     resumed = None
@@ -133,7 +137,7 @@ def main(argv=None):
                 progress = EpochProgress()
                 if distributed.is_main():
                     pictures = save_best(folder, model, run.summary, opt.storage_metrics, entry, test_embeddings,
-                                         test_parts)
+                                         test_parts, opt.save_embeddings)
                     run.save(os.path.join(folder, LAST_CHECKPOINT), epoch + 1, progress, online.run_id)
                     run.summary.save(folder)
                     pictures.append(plot_history(run.summary.history, opt.evaluation_metrics, folder,
@@ -228,13 +232,19 @@ def evaluate(model, evaluators, opt):
     return results, embeddings.get('')
 
 
-def save_best(folder, model, summary, storage_metrics, entry, test_embeddings, test_parts):
-    """A checkpoint per storage metric that improved; with a new best Recall@1 also retrieval.png of the test
-    embeddings just computed. Returns the pictures written."""
+def save_best(folder, model, summary, storage_metrics, entry, test_embeddings, test_parts, save_embeddings=False):
+    """A checkpoint per storage metric that improved (with `save_embeddings`, also that epoch's test embeddings and
+    their singular-value spectrum); with a new best Recall@1 also retrieval.png of the test embeddings just
+    computed. Returns the pictures written."""
     pictures = []
     for name in storage_metrics:
         if summary.improved(name):
             save_checkpoint(os.path.join(folder, f'best_{name}.pth'), model, summary.config, entry['epoch'], entry)
+            if save_embeddings and test_embeddings:
+                write_embeddings(os.path.join(folder, f'best_{name}_embeddings.npz'), test_embeddings, test_parts)
+                features = np.concatenate([features for features, _ in test_embeddings.values()])
+                pictures.append(plot_spectrum(features, os.path.join(folder, f'best_{name}_spectrum.png'),
+                                              f'test embeddings of the best {name} (epoch {entry["epoch"]})'))
             if name == 'e_recall@1':
                 pictures.append(save_test_retrieval_grid(os.path.join(folder, 'retrieval.png'), test_embeddings,
                                                          test_parts))

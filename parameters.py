@@ -184,6 +184,15 @@ def add_run_flags(group):
     group.add_argument('--dry_run', action='store_true', help='Check flags and data, print the configuration, exit.')
 
 
+def add_main_flags(parser):
+    """Flags of main.py alone, on top of build_parser's (Test_pretrained_models.py has a --save_embeddings FILE)."""
+    parser.add_argument_group('embeddings of the best epochs').add_argument(
+        '--save_embeddings', action='store_true',
+        help='With each best checkpoint, write its epoch\'s test embeddings (best_<metric>_embeddings.npz, as '
+             'Test_pretrained_models.py --save_embeddings) and their singular-value spectrum '
+             '(best_<metric>_spectrum.png).')
+
+
 def explicit_flags(parser, argv):
     """The dests the user set on the command line (so dataset defaults never override them)."""
     saved = {action.dest: action.default for action in parser._actions}
@@ -229,7 +238,7 @@ def validate(opt):
     import architectures
     import criteria
     import datasets
-    from evaluation import validate_metric_names
+    from evaluation import is_score, validate_metric_names
     from run_folder.folder import check_run_name
 
     datasets.check_dataset_name(opt.dataset)
@@ -281,12 +290,19 @@ def validate(opt):
         if name.removeprefix('val_') not in opt.evaluation_metrics:
             raise UserError(f'--storage_metrics {name} is not among --evaluation_metrics '
                             f'{" ".join(opt.evaluation_metrics)}; add {name.removeprefix("val_")} there')
+        if not is_score(name):
+            raise UserError(f'--storage_metrics {name} measures the embedding space and has no best value: keep '
+                            f'checkpoints by a score such as e_recall@1, nmi or mAP@R')
         if name.startswith('val_') and not has_validation:
             raise UserError(f'--storage_metrics {name} chooses the best epoch on validation data: add --use_tv_split '
                             f'or --cv_folds K --cv_fold I')
         if opt.no_test_metrics and not name.startswith('val_'):
             raise UserError(f'--storage_metrics {name} is a test metric, which --no_test_metrics does not compute; '
                             f'use val_{name}')
+    # main.py's flag (Test_pretrained_models.py's --save_embeddings is a file name)
+    if getattr(opt, 'save_embeddings', False) is True and opt.no_test_metrics:
+        raise UserError('--save_embeddings writes the test embeddings of the best epochs, which --no_test_metrics does '
+                        'not compute: drop one of them')
     if opt.no_test_metrics and not has_validation:
         raise UserError('--no_test_metrics evaluates the validation split alone: add --use_tv_split or --cv_folds K '
                         '--cv_fold I')

@@ -1,25 +1,21 @@
-"""Zero-shot evaluation: embedding extraction and Recall@K / NMI / F1 / MAP@R on the test set.
+"""Zero-shot evaluation: embedding extraction and the metrics of the test set (Recall@K, NMI, F1, MAP@R, the authors'
+mAP variants and embedding-space measures, the peers' R-precision, MRR, precision@K and AMI; see METRICS).
 
-All metrics see L2-normalised copies of the features, so the retrieval ranking is by cosine
-similarity (the same order as the L2 distance the original faiss IndexFlatL2 code used on
-normalised embeddings) and k-means clusters directions.
+The retrieval and clustering metrics see L2-normalised copies of the features, so the retrieval ranking is by cosine
+similarity (the same order as the L2 distance the original faiss IndexFlatL2 code used on normalised embeddings)
+and k-means clusters directions; the embedding-space measures (dists@..., rho_spectrum@...) read the features as the
+network gave them, as the authors' do.
 """
-import functools
-import logging
-
 import numpy as np
-import torch
 
-from evaluation.clustering import Clustering, kmeans_assignment
 from evaluation.embeddings import AMP_NOTE, extract_embeddings
-from evaluation.metrics import METRICS, parse_metric_names, validate_metric_names
-from evaluation.retrieval import DEFAULT_CHUNK_SIZE, rank_queries, relevant_counts
+from evaluation.metrics import METRICS, is_score, parse_metric_names, validate_metric_names
+from evaluation.products import EvaluationInputs, products_for
+from evaluation.retrieval import DEFAULT_CHUNK_SIZE
 from plumbing.errors import UserError
 
-__all__ = ['AMP_NOTE', 'METRICS', 'NonFiniteEmbeddings', 'compute_metrics', 'extract_embeddings',
+__all__ = ['AMP_NOTE', 'METRICS', 'NonFiniteEmbeddings', 'compute_metrics', 'extract_embeddings', 'is_score',
            'metrics_of_test_embeddings', 'validate_metric_names']
-
-logger = logging.getLogger(__name__)
 
 
 class NonFiniteEmbeddings(UserError):
@@ -34,37 +30,25 @@ def compute_metrics(features, labels, metric_names, *, use_gpu=False, seed=0,
     `gallery_labels` (M), the samples are queries ranked against that gallery alone, and NMI and F1
     cluster query and gallery together. `use_gpu` runs the retrieval in torch on CUDA and
     k-means in faiss on the GPU, falling back to the CPU with a warning where there is none.
-    `seed` seeds k-means; `chunk_size` is the number of queries ranked at a time.
+    `seed` seeds k-means; `chunk_size` is the number of queries ranked at a time (fewer where their similarities
+    would take over evaluation.retrieval.SIMILARITY_BYTES). Only the products
+    (evaluation.products) that the requested metrics read are computed.
     """
     requested = parse_metric_names(metric_names)
-    reads = {request.metric.reads for request in requested}
     features, labels = _checked_inputs(features, labels)
-    has_gallery = gallery_features is not None
-    if has_gallery:
+    gallery, raw_features = {}, features
+    if gallery_features is not None:
         gallery_features, gallery_labels = _checked_inputs(gallery_features, gallery_labels)
         if gallery_features.shape[1] != features.shape[1]:
             raise ValueError(f'query features have {features.shape[1]} dimensions, gallery features '
                              f'{gallery_features.shape[1]}')
-        gallery_features = _normalised(gallery_features)
-    features = _normalised(features)
-    products = {}
-    if reads & {'ranks', 'hits'}:
-        device = _retrieval_device(use_gpu)
-        queries = torch.from_numpy(labels).to(device)
-        gallery = (dict(gallery_features=torch.from_numpy(gallery_features).to(device),
-                        gallery_labels=torch.from_numpy(gallery_labels).to(device)) if has_gallery else {})
-        largest_r = int(relevant_counts(queries, gallery.get('gallery_labels')).max())
-        depths = [request.metric.depth(request.k, largest_r) for request in requested
-                  if request.metric.reads == 'hits']
-        retrieval = rank_queries(torch.from_numpy(features).to(device), queries, ranks='ranks' in reads,
-                                 depth=max(depths) if depths else None, chunk_size=chunk_size, **gallery)
-        products.update(ranks=retrieval, hits=retrieval)
-    if 'clusters' in reads:
-        if has_gallery:
-            features, labels = np.concatenate([features, gallery_features]), np.concatenate([labels, gallery_labels])
-        products['clusters'] = Clustering(labels, kmeans_assignment(features, len(np.unique(labels)), seed=seed,
-                                                                    use_gpu=use_gpu))
-    return {request.name: request.metric.value(products[request.metric.reads], request.k) for request in requested}
+        gallery = dict(gallery_features=_normalised(gallery_features), gallery_labels=gallery_labels)
+        raw_features = np.concatenate([features, gallery_features])
+    inputs = EvaluationInputs(_normalised(features), labels, **gallery, raw_features=raw_features, use_gpu=use_gpu,
+                              seed=seed, chunk_size=chunk_size)
+    products = products_for(inputs, requested)
+    return {request.name: request.metric.value(products[request.metric.reads], request.parameter)
+            for request in requested}
 
 
 def metrics_of_test_embeddings(embedded, metric_names, **options):
@@ -92,15 +76,3 @@ def _checked_inputs(features, labels):
         raise NonFiniteEmbeddings(f'the embeddings of {bad} of {len(features)} images contain nan or inf values: the '
                                   f'network has diverged (lower --lr) or its weights are damaged')
     return features, labels
-
-
-def _retrieval_device(use_gpu):
-    if use_gpu and not torch.cuda.is_available():
-        _warn_no_torch_gpu()
-    return torch.device('cuda' if use_gpu and torch.cuda.is_available() else 'cpu')
-
-
-@functools.cache
-def _warn_no_torch_gpu():
-    logger.warning('GPU evaluation was asked for, but torch sees no CUDA device: '
-                   'ranking on the CPU instead')

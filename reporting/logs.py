@@ -19,7 +19,11 @@ def epoch_line(entry):
     """'epoch 3 | loss 0.8123 | e_recall@1 0.5120 | ...' for the log."""
     parts = [f'epoch {entry["epoch"]}']
     for key, value in entry.items():
-        if key != 'epoch':
+        if key == 'epoch':
+            continue
+        if isinstance(value, list):  # the spectrum of rho_spectrum@0: in summary.json, metrics.csv and W&B
+            parts.append(f'{key} [{len(value)} values]')
+        else:
             parts.append(f'{key} {number(value)}' if isinstance(value, float) else f'{key} {value}')
     return ' | '.join(parts)
 

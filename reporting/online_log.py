@@ -59,6 +59,14 @@ def online_settings(collective_timeout_s=None):
     return settings
 
 
+def loggable(wandb, value):
+    """`value` as W&B takes it: a list (the spectrum of rho_spectrum@0) as a histogram of its values over their
+    indices (bin i from i to i + 1), as the authors logged it."""
+    if isinstance(value, list):
+        return wandb.Histogram(np_histogram=(value, list(range(len(value) + 1))))
+    return value
+
+
 class OnlineLog:
     """Sends each epoch's entry to W&B when enabled (offline, to sync later, without a key or a reachable W&B);
     else a no-op. A resumed run passes the W&B run id it had, online or offline, as `run_id`."""
@@ -107,7 +115,8 @@ class OnlineLog:
             import wandb
 
             pictures = {os.path.splitext(os.path.basename(path))[0]: wandb.Image(path) for path in images}
-            self.run.log({**entry, **pictures}, step=entry['epoch'])
+            self.run.log({**{key: loggable(wandb, value) for key, value in entry.items()}, **pictures},
+                         step=entry['epoch'])
         except Exception as error:
             self.give_up(f'to log epoch {entry["epoch"]}', error, 'W&B gets no more entries of this run')
 

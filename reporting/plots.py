@@ -7,6 +7,8 @@ import numpy as np
 from plumbing.files import atomic_write_bytes
 from plumbing.lazy import lazy_module
 
+evaluation = lazy_module('evaluation')  # it imports torch, which the plots of a result table need not
+embedding_space = lazy_module('evaluation.embedding_space')
 matplotlib = lazy_module('matplotlib')
 ticker = lazy_module('matplotlib.ticker')
 
@@ -34,32 +36,64 @@ def save_figure(figure, path, dpi=90):
 def plot_history(history, metric_names, folder, best=None):
     """<folder>/curves.png: each loss term in its own panel and scale (the distillation term is orders of magnitude
     smaller than the ranking loss), then every test metric, with the best epoch of each entry of `best`
-    ({metric: (value, epoch)}, e.g. RunSummary.best_epochs()) marked."""
+    ({metric: (value, epoch)}, e.g. RunSummary.best_epochs()) marked; the measures of the embedding space
+    (dists@..., rho_spectrum@M, M != 0) where asked for, in a panel of their own (they have no best)."""
     epochs = [entry['epoch'] for entry in history]
     terms = [key for key in LOSS_TERMS if any(key in entry for entry in history)]
-    figure, axes = plt.subplots(1, len(terms) + 1, figsize=(4 * (len(terms) + 1), 3.8))
+    scalar = [name for name in metric_names if not any(isinstance(entry.get(name), list) for entry in history)]
+    panels = {'test metrics': [name for name in scalar if evaluation.is_score(name)],
+              'embedding space': [name for name in scalar if not evaluation.is_score(name)]}
+    panels = {title: names for title, names in panels.items() if names or title == 'test metrics'}
+    width = len(terms) + len(panels)
+    figure, axes = plt.subplots(1, width, figsize=(4 * width, 3.8))
     for axis, key in zip(axes, terms):
         axis.plot(epochs, [entry.get(key, float('nan')) for entry in history], marker='.', color='tab:blue')
         axis.set_title(key if key != 'loss' else 'loss (total)')
         axis.ticklabel_format(axis='y', style='sci', scilimits=(-3, 4), useOffset=False)
-    metric_axis = axes[-1]
-    for name in metric_names:
-        evaluated = [entry for entry in history if name in entry]  # --evaluate_every skips epochs
-        line, = metric_axis.plot([entry['epoch'] for entry in evaluated], [entry[name] for entry in evaluated],
-                                 marker='.', label=name)
-        if best and name in best:
-            value, epoch = best[name]
-            metric_axis.plot([epoch], [value], marker='*', markersize=13, color=line.get_color(), linestyle='none',
-                             label=f'best {name}: {value:.4f} (epoch {epoch})')
-            metric_axis.axvline(epoch, color=line.get_color(), linestyle=':', alpha=0.7)
-    metric_axis.set_title('test metrics')
-    metric_axis.legend(fontsize=7)
+    for axis, (title, names) in zip(axes[len(terms):], panels.items()):
+        plot_metrics(axis, history, names, best)
+        axis.set_title(title)
     for axis in axes:
         axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         axis.set_xlabel('epoch')
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return save_figure(figure, os.path.join(folder, 'curves.png'))
+
+
+def plot_metrics(axis, history, names, best):
+    """A line per metric over the epochs that evaluated it (--evaluate_every skips epochs), its best epoch starred."""
+    for name in names:
+        evaluated = [entry for entry in history if name in entry]
+        line, = axis.plot([entry['epoch'] for entry in evaluated], [entry[name] for entry in evaluated],
+                          marker='.', label=name)
+        if best and name in best:
+            value, epoch = best[name]
+            axis.plot([epoch], [value], marker='*', markersize=13, color=line.get_color(), linestyle='none',
+                      label=f'best {name}: {value:.4f} (epoch {epoch})')
+            axis.axvline(epoch, color=line.get_color(), linestyle=':', alpha=0.7)
+    if names:
+        axis.legend(fontsize=7)
+
+
+def plot_spectrum(features, path, title):
+    """A PNG at `path` of the normalised singular-value spectrum of `features` (N x D, as the network gave them): the
+    D - 1 values that rho_spectrum@M reads, on a log scale, with rho_spectrum@-1, @1 and @2 in the legend."""
+    space = embedding_space.EmbeddingSpace(features, np.zeros(len(features)))
+    spectrum = np.asarray(space.rho(0))
+    figure, axis = plt.subplots(figsize=(6, 4))
+    shown = spectrum > 0
+    axis.plot(np.arange(1, len(spectrum) + 1)[shown], spectrum[shown], marker='.', color='tab:blue',
+              label=', '.join(f'rho_spectrum@{mode} {space.rho(mode):.4g}' for mode in (-1, 1, 2)))
+    axis.axhline(1 / max(len(spectrum), 1), color='grey', linestyle=':', label='uniform')
+    axis.set_yscale('log')
+    axis.set_xlabel('singular value (largest first)')
+    axis.set_ylabel('share of the sum')
+    axis.set_title(title)
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return save_figure(figure, path)
 
 
 def plot_result_bars(rows, metric_names, path, title):

@@ -10,10 +10,13 @@ import statistics
 
 from plumbing.errors import UserError
 from plumbing.files import atomic_write_text
+from plumbing.lazy import lazy_module
 from reporting.plots import plot_result_bars
 from run_folder.folder import CONFIG_FILE
 from run_folder.saved_flags import with_missing_flags
 from run_folder.summary import RunSummary
+
+evaluation = lazy_module('evaluation')  # it imports torch, which tables of finished runs need not
 
 SUMMARY_FILE = 'summary.json'
 # Flags that say where a run ran, how it logged or how it was started, not what it computed: seeds (and the
@@ -21,7 +24,7 @@ SUMMARY_FILE = 'summary.json'
 # names the folder only.
 NOT_A_SETTING = {'seed', 'cv_fold', 'save_path', 'savename', 'group', 'kernels', 'gpu', 'source_path', 'log_online',
                  'project', 'resume', 'dry_run', 'evaluate_on_gpu', 'evaluation_metrics', 'storage_metrics',
-                 'applied_defaults', 'dist_backend', 'dist_timeout'}
+                 'applied_defaults', 'dist_backend', 'dist_timeout', 'save_embeddings'}
 SEED_SUFFIX = re.compile(r'[_\-.](s|seed)[_\-]?\d+$', re.IGNORECASE)
 
 
@@ -62,9 +65,10 @@ def read_run(folder, flag_defaults, at_epoch='best', select_on=None):
     flag's value in `flag_defaults` (main.py's flags and their defaults), so it is a seed of the same setting as a
     new run that computes the same.
 
-    at_epoch 'best': each metric's own best epoch (the highest value, as the original framework's tables);
-    'last': the last epoch's values; 'selected': every metric at the epoch of the best `select_on` (e.g.
-    val_mAP@R: model selection on validation data). Epochs whose embeddings collapsed are never a best one.
+    at_epoch 'best': each metric's own best epoch (the highest value, as the original framework's tables; the
+    embedding-space measures, which have no best, are left out); 'last': the last epoch's values; 'selected': every
+    metric at the epoch of the best `select_on` (e.g. val_mAP@R: model selection on validation data). Epochs whose
+    embeddings collapsed are never a best one.
     """
     summary_path = os.path.join(folder, SUMMARY_FILE)
     if not os.path.exists(summary_path):
@@ -79,7 +83,9 @@ def read_run(folder, flag_defaults, at_epoch='best', select_on=None):
     if isinstance(n_epochs, int) and len(history) < n_epochs:
         return {'folder': folder, 'skipped': f'in progress or stopped: {len(history)} of {n_epochs} epochs'}
     config = with_missing_flags(config, flag_defaults)
-    metric_names = [name for name in history[-1] if is_metric(name, config)]
+    metric_names = [name for name in history[-1] if is_metric(name, config) and not isinstance(history[-1][name], list)]
+    if at_epoch == 'best':  # a measure of the embedding space (dists@..., rho_spectrum@M) has no best epoch
+        metric_names = [name for name in metric_names if evaluation.is_score(name)]
     if at_epoch == 'last':
         values = {name: history[-1][name] for name in metric_names}
     elif at_epoch == 'selected':

@@ -21,7 +21,7 @@ compares them with the run's (--wandb_key is in no run's files at all: plain_con
 script passes the same command line again, --wandb_key included."""
 OVERRIDABLE = SESSION_FLAGS | {'source_path', 'kernels', 'gpu', 'evaluate_on_gpu', 'log_online', 'skip_nonfinite',
                                'n_epochs', 'save_path', 'amp', 'dist_backend', 'dist_timeout', 'compile',
-                               'evaluate_every'}
+                               'evaluate_every', 'save_embeddings'}
 """Flags that may differ from the resumed run's: the session's own, where data and hardware are, how long to go
 on."""
 

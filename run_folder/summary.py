@@ -2,6 +2,7 @@
 summary.json and metrics.csv."""
 import csv
 import io
+import json
 import os
 
 from plumbing.files import atomic_write_json, atomic_write_text
@@ -82,5 +83,6 @@ class RunSummary:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator='\n')
         writer.writeheader()
-        writer.writerows(self.history)
+        writer.writerows({key: json.dumps(value) if isinstance(value, list) else value for key, value in entry.items()}
+                         for entry in self.history)  # a list (rho_spectrum@0, the spectrum) as one JSON cell
         return buffer.getvalue()

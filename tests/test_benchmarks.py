@@ -96,13 +96,27 @@ def test_train_speed_reports_pipeline_step_and_epoch_ratios(tmp_path, monkeypatc
     assert {decoded for decoded, _, _ in epoch_trainer} == {True, False}, 'through the DataLoader and decoded'
 
 
-def test_eval_speed_agrees_with_pytorch_metric_learning(tmp_path):
+def test_eval_speed_agrees_with_pytorch_metric_learning_and_prints_the_ratios(tmp_path, capsys):
     report_file = tmp_path / 'eval_speed.json'
     eval_speed.main(['--n', '600', '--classes', '60', '--json', str(report_file)])
     report = json.loads(report_file.read_text())
+    printed = capsys.readouterr().out
     assert math.isclose(report['ours']['e_recall@1'], report['pml']['precision_at_1'], rel_tol=1e-9)
     assert math.isclose(report['ours']['mAP@R'], report['pml']['mean_average_precision_at_r'], rel_tol=1e-6)
     assert positive(report['ours_s']) and positive(report['pml_s'])
+    seconds = report['seconds']
+    assert set(seconds) == {'our defaults', 'pml', "authors' defaults", *eval_speed.OTHER_NEW_METRICS}
+    assert all(positive(value) for value in seconds.values())
+    ratios = {'ours_over_pml': ('our defaults', 'pml', 'ours / pml (default metrics)'),
+              'authors_defaults_over_ours': ("authors' defaults", 'our defaults', "authors' defaults / our defaults")}
+    for name, (numerator, denominator, shown) in ratios.items():
+        assert report['ratios'][name] == pytest.approx(seconds[numerator] / seconds[denominator])
+        assert float(re.search(re.escape(shown) + r' = ([0-9.]+)', printed).group(1)) == pytest.approx(
+            report['ratios'][name], abs=0.0051)
+    assert list(report['values']["authors' defaults"]) == eval_speed.AUTHORS_DEFAULTS
+    for title, names in eval_speed.OTHER_NEW_METRICS.items():
+        assert list(report['values'][title]) == names
+    assert len(report['values']["authors' defaults"]['rho_spectrum@0']) == 127, '128-D: 127 singular values'
 
 
 @pytest.mark.slow

@@ -132,9 +132,9 @@ def test_nmi_and_f1_score_the_kmeans_assignment(monkeypatch):
 
     def fake_kmeans(features, n_clusters, **settings):
         requested.append((n_clusters, settings))
-        return assignment
+        return assignment, None
 
-    monkeypatch.setattr(evaluation, 'kmeans_assignment', fake_kmeans)
+    monkeypatch.setattr(evaluation.products, 'kmeans_clustering', fake_kmeans)
     metrics = evaluation.compute_metrics(features, labels, ['nmi', 'f1'], seed=11)
     assert requested == [(5, {'seed': 11, 'use_gpu': False})]
     assert metrics['nmi'] == pytest.approx(normalized_mutual_info_score(labels, assignment))
@@ -340,3 +340,17 @@ def test_no_evaluation_worker_outlives_its_evaluation_while_the_training_workers
         assert multiprocessing.active_children() == [], 'an evaluation loader kept its workers'
     train = training_loader(TinyImages(), [[0, 1, 2, 3]] * 2, 2, torch.device('cpu'))
     assert train.persistent_workers and not any(loader.persistent_workers for loader in evaluator.loaders.values())
+
+
+def test_the_similarity_buffers_stay_within_their_memory_cap(monkeypatch):
+    from evaluation import retrieval
+
+    features, labels = normalised_random_features(100, seed=9), clustered_labels(100, n_classes=10, seed=9)
+    names = ['e_recall@1', 'e_recall@50', 'mAP@R', 'mAP']
+    uncapped = evaluation.compute_metrics(features, labels, names)
+    monkeypatch.setattr(retrieval, 'SIMILARITY_BYTES', 2 * 7 * 100 * 4)  # two buffers of 7 rows of 100 float32
+    rows, chunks = [], retrieval._Similarities.chunks
+    monkeypatch.setattr(retrieval._Similarities, 'chunks', lambda self: (
+        (rows.append(len(queries)), (queries, sims))[1] for queries, sims in chunks(self)))
+    assert evaluation.compute_metrics(features, labels, names) == uncapped
+    assert max(rows) == 7 and sum(rows) == 100

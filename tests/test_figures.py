@@ -67,3 +67,28 @@ def test_curves_give_each_loss_term_a_panel_and_mark_best_epochs(tmp_path):
     pixels = decoded(path)
     assert pixels.shape[1] > 3 * pixels.shape[0], 'four panels side by side'
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+
+
+def test_curves_put_the_embedding_space_measures_in_a_panel_of_their_own(tmp_path, monkeypatch):
+    """dists@... and rho_spectrum@M (M != 0) have no best and another scale: a panel of their own, only where asked
+    for; the spectrum itself (rho_spectrum@0, a list per epoch) is not a curve."""
+    from reporting import plots
+
+    figures = []
+    monkeypatch.setattr(plots, 'save_figure', lambda figure, path: figures.append(figure) or path)
+    history = [{'epoch': e, 'loss': 1.0 - 0.1 * e, 'e_recall@1': 0.5 + 0.05 * e, 'mAP@R': 0.2 + 0.01 * e,
+                'dists@intra_over_inter': 0.8 - 0.05 * e, 'rho_spectrum@-1': 0.3 + 0.02 * e,
+                'rho_spectrum@0': [0.5, 0.3, 0.2]} for e in range(4)]
+    names = ['e_recall@1', 'mAP@R', 'rho_spectrum@0', 'dists@intra_over_inter', 'rho_spectrum@-1']
+    plots.plot_history(history, names, tmp_path, {'e_recall@1': (0.65, 3)})
+    plots.plot_history(history, ['e_recall@1', 'mAP@R'], tmp_path)
+    with_measures, without = figures
+
+    def panels(figure):
+        return {axis.get_title(): [line.get_label() for line in axis.get_lines()
+                                   if not line.get_label().startswith('_')] for axis in figure.axes}
+
+    assert panels(with_measures) == {
+        'loss (total)': [], 'test metrics': ['e_recall@1', 'best e_recall@1: 0.6500 (epoch 3)', 'mAP@R'],
+        'embedding space': ['dists@intra_over_inter', 'rho_spectrum@-1']}
+    assert list(panels(without)) == ['loss (total)', 'test metrics']

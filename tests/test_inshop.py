@@ -107,8 +107,8 @@ def test_inshop_run_reports_query_gallery_metrics_its_exported_embeddings_give(m
 
     npz_path, out = tmp_path / 'inshop.npz', tmp_path / 'results.json'
     assert Test_pretrained_models.main(['--dataset', 'inshop', '--source', str(root), '--kernels', '0',
-                                        '--image_size', '32', '--evaluation_metrics', *metrics,
-                                        '--checkpoint', str(folder / 'best_e_recall@1.pth'),
+                                        '--image_size', '32', '--evaluation_metrics', *metrics, 'rho_spectrum@0',
+                                        'mAP_c', '--checkpoint', str(folder / 'best_e_recall@1.pth'),
                                         '--save_embeddings', str(npz_path), '--out', str(out),
                                         '--plots', str(tmp_path / 'plots')]) == 0
     assert sorted(os.listdir(tmp_path / 'plots')) == ['checkpoint_retrieval.png', 'checkpoint_tsne.png']
@@ -117,6 +117,8 @@ def test_inshop_run_reports_query_gallery_metrics_its_exported_embeddings_give(m
                                        for key in ('features', 'labels', 'paths'))
     assert npz['query_paths'][0].startswith(str(root / 'Img' / 'img')) and npz['gallery_features'].shape == (36, 16)
     evaluated = json.loads(out.read_text())['results']['checkpoint']['metrics']
+    assert len(evaluated['rho_spectrum@0']) == 15 and evaluated['mAP_c'] == pytest.approx(evaluated['mAP@R']), (
+        'the spectrum of query and gallery (16-D); query/gallery mAP_c divides by R as MAP@R')
     arrays = npz['query_features'], npz['query_labels'], npz['gallery_features'], npz['gallery_labels']
     theirs = pml_metrics(npz)
     for k in (1, 10, 20, 30):

@@ -136,3 +136,19 @@ def test_the_wait_for_wandb_is_bounded_and_fits_the_collective_timeout(monkeypat
     assert settings['finish_timeout'] == online_log.FINISH_WAIT_S and settings['finish_timeout_raises']
     monkeypatch.setenv('WANDB_INIT_TIMEOUT', '120')
     assert 'init_timeout' not in online_log.online_settings(), 'W&B reads the user\'s own setting'
+
+
+def test_an_epochs_spectrum_goes_to_wandb_as_a_histogram_and_numbers_as_they_are():
+    """rho_spectrum@0 is a list per epoch: W&B gets it as the authors logged it, a histogram over the indices."""
+    import wandb
+
+    from reporting.online_log import OnlineLog
+
+    logged = []
+    online = OnlineLog(False, 'p', 'g', 'n', {}, '.')
+    online.run = types.SimpleNamespace(log=lambda entry, step: logged.append((entry, step)))
+    online.log({'epoch': 3, 'e_recall@1': 0.5, 'rho_spectrum@0': [0.5, 0.3, 0.2]})
+    (entry, step), = logged
+    assert step == 3 and entry['e_recall@1'] == 0.5
+    assert isinstance(entry['rho_spectrum@0'], wandb.Histogram)
+    assert entry['rho_spectrum@0'].histogram == [0.5, 0.3, 0.2] and entry['rho_spectrum@0'].bins == [0, 1, 2, 3]

@@ -64,6 +64,8 @@ def test_digits_defaults_only_where_the_user_set_nothing():
     (['--dataset', 'imagenet'], 'unknown --dataset'),
     (['--evaluation_metrics', 'e_recall@1', 'recall@x'], 'recall@x'),
     (['--storage_metrics', 'f1', '--evaluation_metrics', 'nmi'], 'not among --evaluation_metrics'),
+    (['--storage_metrics', 'dists@intra', '--evaluation_metrics', 'dists@intra', 'e_recall@1'],
+     'dists@intra measures the embedding space and has no best value'),
     (['--OBDP'], 'add --PSD'),
     (['--PSD', '--loss', 'margin'], 'margin_obd_sd'),
     (['--tv_split_perc', '1.5'], 'tv_split_perc'),
@@ -71,6 +73,29 @@ def test_digits_defaults_only_where_the_user_set_nothing():
 def test_bad_values_are_user_errors(args, message):
     with pytest.raises(UserError, match=message):
         parameters.parse_args(args)
+
+
+def test_every_unknown_metric_is_named_in_one_line_with_the_closest_known_name(capsys):
+    """The names the authors' evaluation accepts are known; every unknown one is named, each with a suggestion."""
+    from runs import one_line_error, run_entry_point
+
+    authors = ['rho_spectrum@0', 'rho_spectrum@-1', 'dists@intra', 'dists@inter', 'dists@intra_over_inter', 'mAP',
+               'mAP_c', 'mAP_1000', 'mAP_lim', 'c_recall@1', 'c_nmi', 'c_f1', 'c_mAP', 'c_mAP_c', 'c_mAP_1000',
+               'c_mAP_lim', 'r_precision', 'mrr', 'precision@5', 'ami']
+    parameters.parse_args(['--dataset', 'digits', '--evaluation_metrics', *authors])
+    code = run_entry_point('main', '--dataset', 'digits', '--evaluation_metrics', 'e_recal@1', 'dists@intra',
+                           'rho_spectrum@x', 'NMI', '--dry_run')
+    error = one_line_error(capsys, code)
+    assert ("unknown evaluation metrics 'e_recal@1' (did you mean e_recall@1?), 'rho_spectrum@x' (M is an integer, "
+            "e.g. rho_spectrum@-1), 'NMI' (did you mean nmi?); known: e_recall@K") in error
+
+
+def test_save_embeddings_needs_the_test_metrics(capsys):
+    from runs import one_line_error, run_entry_point
+
+    code = run_entry_point('main', '--dataset', 'digits', '--use_tv_split', '--no_test_metrics', '--save_embeddings',
+                           '--dry_run')
+    assert '--save_embeddings writes the test embeddings' in one_line_error(capsys, code)
 
 
 @pytest.mark.parametrize('args, message', [(['--bs', 'many'], '--bs'),

@@ -94,9 +94,9 @@ def test_clustering_metrics_cluster_query_and_gallery_together(monkeypatch):
 
     def fake_kmeans(features, n_clusters, **options):
         seen['rows'], seen['clusters'] = len(features), n_clusters
-        return np.concatenate([query_labels, gallery_labels])
+        return np.concatenate([query_labels, gallery_labels]), None
 
-    monkeypatch.setattr(evaluation, 'kmeans_assignment', fake_kmeans)
+    monkeypatch.setattr(evaluation.products, 'kmeans_clustering', fake_kmeans)
     metrics = ours(queries, query_labels, gallery, gallery_labels, ['nmi', 'f1'])
     assert seen == {'rows': len(queries) + len(gallery), 'clusters': len(np.unique(gallery_labels))}
     assert metrics == {'nmi': pytest.approx(1.0), 'f1': pytest.approx(1.0)}

@@ -135,3 +135,19 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / 'out').exists(), 'nothing is written on bad input'
     with pytest.raises(UserError, match='no such run folder'):
         find_runs([str(tmp_path / 'missing')])
+
+
+def test_embedding_space_measures_have_no_best_epoch_and_the_spectrum_is_no_table_entry(tmp_path, capsys):
+    config = {**CONFIG, 'evaluation_metrics': ['e_recall@1', 'dists@intra_over_inter', 'rho_spectrum@0']}
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    history = [{'epoch': e, 'e_recall@1': 0.5 + 0.1 * e, 'dists@intra_over_inter': 0.9 - 0.1 * e,
+                'rho_spectrum@0': [0.6, 0.4]} for e in range(3)]
+    (folder / 'config.json').write_text(json.dumps(config))
+    (folder / 'summary.json').write_text(json.dumps({'config': config, 'history': history}))
+    assert read_run(str(folder), FLAG_DEFAULTS)['values'] == {'e_recall@1': pytest.approx(0.7)}
+    assert read_run(str(folder), FLAG_DEFAULTS, at_epoch='last')['values'] == {
+        'e_recall@1': pytest.approx(0.7), 'dists@intra_over_inter': pytest.approx(0.7)}
+    code = run_entry_point('Result_Evaluations', folder, '--select_on', 'dists@intra_over_inter', '--out', tmp_path)
+    stderr = capsys.readouterr().err
+    assert code == 2 and 'measures the embedding space and has no best value' in stderr and stderr.count('\n') == 1

@@ -24,7 +24,7 @@ def pessimistic_order(similarities, same_class):
     return np.lexsort((same_class, -similarities))
 
 
-def reference_metrics(queries, query_labels, gallery=None, gallery_labels=None):
+def reference_metrics(queries, query_labels, gallery=None, gallery_labels=None, depths=(3, 20)):
     """Recall@K, MAP@R and MAP@K from their definitions under the pessimistic tie rule (float64, one query at a
     time); without a gallery, leave-one-out."""
     leave_one_out = gallery is None
@@ -43,16 +43,20 @@ def reference_metrics(queries, query_labels, gallery=None, gallery_labels=None):
         found.append(np.argmax(hits) if hits.any() else np.inf)
         precisions.append(np.cumsum(hits) / np.arange(1, len(hits) + 1) * hits)
         relevant.append(int(same.sum()))
-    results = {f'e_recall@{k}': float(np.mean(np.array(found) < k)) for k in (1, 2, 4, 8)}
+    results = {f'e_recall@{k}': float(np.mean(np.array(found) < k)) for k in (1, 2, 4, 8, *depths)}
 
     def mean_ap(depth_of, normaliser_of):
         values = [p[:depth_of(r)].sum() / normaliser_of(r) for p, r in zip(precisions, relevant) if r > 0]
         return float(np.mean(values))
 
     results['mAP@R'] = mean_ap(lambda r: r, lambda r: r)
-    for k in (3, 20):
+    for k in depths:
         results[f'mAP@{k}'] = mean_ap(lambda r, k=k: k, lambda r, k=k: min(r, k))
     return results
+
+
+def subset(metrics, names):
+    return {name: metrics[name] for name in names}
 
 
 @pytest.mark.parametrize('chunk_size', [1, 7, 1024])
@@ -63,7 +67,7 @@ def test_leave_one_out_metrics_equal_the_pessimistic_reference_on_tied_embedding
     sims = features @ features.T / 4
     assert len(np.unique(sims)) < 10, 'the embeddings tie: every cosine is one of few values'
     ours = evaluation.compute_metrics(features, labels, RETRIEVAL, chunk_size=chunk_size)
-    assert ours == pytest.approx(reference_metrics(features, labels), abs=1e-12)
+    assert ours == pytest.approx(subset(reference_metrics(features, labels), RETRIEVAL), abs=1e-12)
 
 
 @pytest.mark.parametrize('chunk_size', [1, 5, 1024])
@@ -73,7 +77,8 @@ def test_query_gallery_metrics_equal_the_pessimistic_reference_on_tied_embedding
     query_labels, gallery_labels = rng.integers(0, 8, 40), rng.integers(0, 8, 70)
     ours = evaluation.compute_metrics(queries, query_labels, RETRIEVAL, chunk_size=chunk_size,
                                       gallery_features=gallery, gallery_labels=gallery_labels)
-    assert ours == pytest.approx(reference_metrics(queries, query_labels, gallery, gallery_labels), abs=1e-12)
+    assert ours == pytest.approx(subset(reference_metrics(queries, query_labels, gallery, gallery_labels), RETRIEVAL),
+                                 abs=1e-12)
 
 
 @pytest.mark.parametrize('make', [np.ones, np.zeros], ids=['identical', 'zero'])
@@ -126,7 +131,53 @@ def test_similarities_one_float32_step_apart_are_ordered_not_tied():
     retrieval = rank_queries(queries, torch.tensor([0, 1]), depth=2, gallery_features=gallery,
                              gallery_labels=torch.tensor([0, 1]))
     assert retrieval.best_positive_rank.tolist() == [0, 1]
-    assert retrieval.precisions_at_hits.tolist() == [[1.0, 0.0], [0.0, 0.5]]
+    assert retrieval.positive_ranks.tolist() == [[0], [1]]
+
+
+@pytest.mark.parametrize('depth', [3, 30, 300], ids=['adjacent blocks', 'strided blocks', 'whole rows'])
+@pytest.mark.parametrize('kind', ['random', 'tied'])
+def test_candidates_hold_every_value_above_a_floor_at_most_the_kth_largest(depth, kind):
+    """_candidates: entries of the row (each column once), among them every entry above the floor, which is at most
+    the row's depth-th largest value (ties across the block boundaries included)."""
+    from evaluation.retrieval import _candidates
+
+    rng = np.random.default_rng(depth)
+    if kind == 'random':
+        sims = torch.from_numpy(rng.standard_normal((40, 1000 * 3 + 7)).astype(np.float32))
+    else:  # a few distinct values: ties everywhere
+        sims = torch.from_numpy(rng.integers(0, 5, (40, 1000 * 3 + 7)).astype(np.float32))
+    parts, floor = _candidates(sims, depth)
+    candidates = torch.cat(parts, 1)
+    assert (candidates.shape[1] < sims.shape[1]) == (depth < 300)
+    kth = sims.topk(depth, dim=1).values[:, -1]
+    assert (floor <= kth).all()
+    for row, row_candidates, row_floor in zip(sims, candidates, floor):
+        above = np.sort(row[row > row_floor].numpy())
+        assert np.array_equal(np.sort(row_candidates[row_candidates > row_floor].numpy()), above)
+        assert np.isin(row_candidates.numpy(), row.numpy()).all()
+        assert (row_candidates == row_floor).sum() <= (row == row_floor).sum(), 'no column twice'
+
+
+def test_classes_of_many_samples_count_by_sorting_and_keep_the_tie_rule():
+    """More than 32 same-class samples per query: their ranks among the candidates are counted by a sort and a
+    search."""
+    features = tied_embeddings(2000, dim=16, seed=11)
+    labels = np.random.default_rng(11).integers(0, 45, 2000)  # about 44 samples a class
+    names = ['mAP@R', 'mAP@50', 'e_recall@1']
+    ours = evaluation.compute_metrics(features, labels, names, chunk_size=700)
+    assert ours == pytest.approx(subset(reference_metrics(features, labels, depths=(50,)), names), abs=1e-12)
+
+
+@pytest.mark.parametrize('names', [['e_recall@1', 'e_recall@5', 'e_recall@40', 'mAP@2'],
+                                   ['mAP@R', 'mAP@40', 'e_recall@40']], ids=['adjacent blocks', 'strided blocks'])
+def test_the_block_search_of_large_galleries_keeps_the_tie_rule(names):
+    """1,200 samples: the ranks are counted among candidate blocks (_candidates), ties at the floor included; Recall@K
+    beyond the depth (e_recall@5 and @40 with mAP@2) takes its best ranks from the counts where they give them and
+    from a pass over the other rows."""
+    features = tied_embeddings(1200, dim=16, seed=7)
+    labels = np.random.default_rng(7).integers(0, 30, 1200)
+    ours = evaluation.compute_metrics(features, labels, names, chunk_size=500)
+    assert ours == pytest.approx(subset(reference_metrics(features, labels, depths=(2, 5, 40)), names), abs=1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (benchmarks/gpu_check.sh runs it)')
@@ -134,4 +185,20 @@ def test_gpu_ranking_applies_the_same_tie_rule():
     features = tied_embeddings(90)
     labels = np.random.default_rng(0).integers(0, 9, 90)
     on_gpu = evaluation.compute_metrics(features, labels, RETRIEVAL, use_gpu=True)
-    assert on_gpu == pytest.approx(reference_metrics(features, labels), abs=1e-12)
+    assert on_gpu == pytest.approx(subset(reference_metrics(features, labels), RETRIEVAL), abs=1e-12)
+    names = ['mAP', 'mAP_c', 'mAP_1000', 'r_precision', 'mrr', 'precision@5', 'e_recall@40']
+    assert evaluation.compute_metrics(features, labels, names, use_gpu=True) == evaluation.compute_metrics(
+        features, labels, names)
+
+
+@pytest.mark.parametrize('names', [RETRIEVAL, ['e_recall@1', 'e_recall@40', 'mAP@2', 'mAP_c', 'mAP', 'mrr']])
+def test_the_torch_paths_that_cuda_takes_give_the_numpy_paths_results(monkeypatch, names):
+    """On CUDA the products, counts and sorts run in torch: the same paths, forced on the CPU, give the same values
+    (the GPU itself: test_gpu_ranking_applies_the_same_tie_rule, where there is one)."""
+    from evaluation import retrieval
+
+    features = tied_embeddings(1200, dim=16, seed=12)
+    labels = np.random.default_rng(12).integers(0, 15, 1200)
+    by_numpy = evaluation.compute_metrics(features, labels, names, chunk_size=500)
+    monkeypatch.setattr(retrieval, 'by_numpy', lambda tensor: False)
+    assert evaluation.compute_metrics(features, labels, names, chunk_size=500) == by_numpy
