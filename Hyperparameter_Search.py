@@ -30,6 +30,7 @@ from tuning.space import flag_actions, parse_space, without_flags
 from tuning.study import fail_stale_trials, open_study, storage_of, study_folder
 from tuning.trial_run import RunFailed, RunStopped, read_history, run_watched
 
+evaluation = lazy_module('evaluation')  # imports torch: a search, not --help, needs it
 optuna = lazy_module('optuna')
 pruning = lazy_module('tuning.pruning')  # its FoldPruner subclasses an Optuna class: importing it imports Optuna
 
@@ -121,6 +122,9 @@ def checked_setting(opt, base, folds):
     evaluated = parameters.parse_args(base, parser).evaluation_metrics
     if metric.removeprefix('val_') not in evaluated:
         raise UserError(f'--objective {opt.objective} is not among --evaluation_metrics {" ".join(evaluated)}')
+    if not evaluation.is_score(metric):
+        raise UserError(f'--objective {opt.objective} measures the embedding space and has no best value: search on a '
+                        f'score such as e_recall@1, nmi or mAP@R')
 
     def probe(fold, dimension=None, value=None):
         """The options of a trial run of `fold` with `dimension` at `value` (the base's value of every other)."""
