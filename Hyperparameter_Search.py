@@ -18,21 +18,24 @@ import shlex
 import signal
 import sys
 
-import optuna
-
 import datasets
 import parameters
 from plumbing.errors import UserError, exit_code
+from plumbing.lazy import lazy_module
 from plumbing.stop_signals import CaughtSignals
 from reporting.result_table import write_result_tables
 from tuning import report
 from tuning.objective import MAIN, SearchStopped, Trials
-from tuning.pruning import median_pruner
 from tuning.space import flag_actions, parse_space, without_flags
 from tuning.study import fail_stale_trials, open_study, storage_of, study_folder
 from tuning.trial_run import RunFailed, RunStopped, read_history, run_watched
 
-PRUNERS = {'median': median_pruner, 'none': optuna.pruners.NopPruner}
+evaluation = lazy_module('evaluation')  # imports torch: a search, not --help, needs it
+optuna = lazy_module('optuna')
+pruning = lazy_module('tuning.pruning')  # its FoldPruner subclasses an Optuna class: importing it imports Optuna
+
+PRUNERS = {'median': lambda: pruning.median_pruner(), 'none': lambda: optuna.pruners.NopPruner()}
+"""--pruner choices: each makes the pruner (Optuna is imported once a search starts, not for --help)."""
 
 
 def build_parser():
@@ -119,6 +122,9 @@ def checked_setting(opt, base, folds):
     evaluated = parameters.parse_args(base, parser).evaluation_metrics
     if metric.removeprefix('val_') not in evaluated:
         raise UserError(f'--objective {opt.objective} is not among --evaluation_metrics {" ".join(evaluated)}')
+    if not evaluation.is_score(metric):
+        raise UserError(f'--objective {opt.objective} measures the embedding space and has no best value: search on a '
+                        f'score such as e_recall@1, nmi or mAP@R')
 
     def probe(fold, dimension=None, value=None):
         """The options of a trial run of `fold` with `dimension` at `value` (the base's value of every other)."""

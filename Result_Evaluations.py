@@ -13,10 +13,12 @@ Writes results.md, results.csv (one line per setting and metric), runs.csv (one 
 import argparse
 import sys
 
-import evaluation
 import parameters
 from plumbing.errors import UserError, exit_code
+from plumbing.lazy import lazy_module
 from reporting.result_table import find_runs, write_result_tables
+
+evaluation = lazy_module('evaluation')  # it imports torch, which --help needs not
 
 
 def build_parser():

@@ -4,6 +4,9 @@ import torch.nn as nn
 
 from architectures.embedding_net import EmbeddingNet
 from architectures.weights import load_weights_file, BNINCEPTION_URL, download_state_dict
+from plumbing.lazy import lazy_module
+
+pretrainedmodels = lazy_module('pretrainedmodels')
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -18,8 +21,6 @@ class BNInceptionEmbedding(EmbeddingNet):
 
     def __init__(self, embed_dim, pretrained, pretrained_path=None,
                  normalize=False, frozen_bn=False, double_pool=False, arch='bninception', image_size=224):
-        import pretrainedmodels
-
         backbone = pretrainedmodels.bninception(pretrained=None)
         if pretrained:
             state = load_weights_file(pretrained_path) if pretrained_path else download_state_dict(BNINCEPTION_URL)

@@ -22,6 +22,14 @@ from architectures import weights
 from architectures.embedding_net import EmbeddingNet
 from architectures.weights import read_weights_file
 from plumbing.errors import UserError
+from plumbing.lazy import lazy_module
+
+# timm (and the Hugging Face Hub client it loads weights with): imported where a timm model is named or built.
+timm = lazy_module('timm')
+timm_builder = lazy_module('timm.models._builder')
+timm_hub = lazy_module('timm.models._hub')
+huggingface_hub = lazy_module('huggingface_hub')
+hub_constants = lazy_module('huggingface_hub.constants')
 
 STATE_DICT_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
 """Where training checkpoints keep their weights, in the order timm's own load_state_dict looks."""
@@ -29,22 +37,17 @@ STATE_DICT_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
 
 @functools.lru_cache(maxsize=1)
 def _pretrained_names():
-    import timm
     return frozenset(timm.list_pretrained())
 
 
 def is_timm_model(name):
     """Whether timm can build `name`: a timm.list_models() name, with a pretrained tag that timm has if one is given."""
-    import timm
-    from timm.models import split_model_name_tag
-
-    architecture, tag = split_model_name_tag(name)
+    architecture, tag = timm.models.split_model_name_tag(name)
     return timm.is_model(architecture) and (not tag or name in _pretrained_names())
 
 
 def close_matches(name):
     """'; close matches: a, b' for the timm and built-in names nearest `name`, or ''."""
-    import timm
     from architectures import BACKBONES
 
     candidates = list(dict.fromkeys([*BACKBONES, *timm.list_models(), *sorted(_pretrained_names())]))
@@ -54,16 +57,12 @@ def close_matches(name):
 
 def takes_image_size(name):
     """Whether the model is built for one input size (`img_size`, as timm passes it for fixed_input_size models)."""
-    from timm.models import get_pretrained_cfg
-
-    config = get_pretrained_cfg(name)
+    config = timm.models.get_pretrained_cfg(name)
     return bool(config and config.fixed_input_size)
 
 
 def create(name, image_size, **options):
     """timm.create_model without a classifier (num_classes=0), at `image_size` where the model takes one."""
-    import timm
-
     if takes_image_size(name):
         options['img_size'] = image_size
     return timm.create_model(name, num_classes=0, **options)
@@ -119,49 +118,42 @@ def reason(error):
 
 def weights_unavailable(name, why):
     """The one-line error for pretrained weights of `name` that cannot be had (`why`: a short phrase)."""
-    from huggingface_hub.constants import HF_HUB_CACHE
-
     return UserError(
         f'cannot get the pretrained weights of {name} ({why}); timm downloads them from the Hugging Face Hub '
-        f'(cache {HF_HUB_CACHE}, set by HF_HOME) or from their URL (cache {torch.hub.get_dir()}/checkpoints, set by '
-        f'TORCH_HOME): put them there, or pass --pretrained_path FILE (.pth, .bin, .safetensors or .npz, e.g. '
-        f'DINO\'s dino_deitsmall16_pretrain.pth), or train from scratch with --not_pretrained')
+        f'(cache {hub_constants.HF_HUB_CACHE}, set by HF_HOME) or from their URL (cache '
+        f'{torch.hub.get_dir()}/checkpoints, set by TORCH_HOME): put them there, or pass --pretrained_path FILE (.pth, '
+        f'.bin, .safetensors or .npz, e.g. DINO\'s dino_deitsmall16_pretrain.pth), or train from scratch with '
+        f'--not_pretrained')
 
 
 def pretrained_source(name):
     """Where timm takes the pretrained weights of `name` from, as timm resolves it: ('hf-hub', (repo id, revision,
     the file names it tries in turn)), ('url', url), or another kind of timm's with its location."""
-    from timm.models import get_pretrained_cfg
-    from timm.models._builder import _resolve_pretrained_source
-    from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives, hf_split
-
-    kind, location = _resolve_pretrained_source(get_pretrained_cfg(name).to_dict())
+    kind, location = timm_builder._resolve_pretrained_source(timm.models.get_pretrained_cfg(name).to_dict())
     if kind == 'hf-hub':
-        model_id, filename = location if isinstance(location, (list, tuple)) else (location, HF_WEIGHTS_NAME)
-        repo, revision = hf_split(model_id)
-        names = [filename] if filename.endswith('.safetensors') else [*_get_safe_alternatives(filename), filename]
+        model_id, filename = location if isinstance(location, (list, tuple)) else (location, timm_hub.HF_WEIGHTS_NAME)
+        repo, revision = timm_hub.hf_split(model_id)
+        names = [filename] if filename.endswith('.safetensors') else [*timm_hub._get_safe_alternatives(filename),
+                                                                       filename]
         return kind, (repo, revision, names)
     return kind, location
 
 
 def hub_cached(repo, revision, names):
     """Whether the Hugging Face cache holds one of the files `names` of `repo` at `revision` (nothing is fetched)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    return any(isinstance(try_to_load_from_cache(repo, filename, revision=revision), str) for filename in names)
+    return any(isinstance(huggingface_hub.try_to_load_from_cache(repo, filename, revision=revision), str)
+               for filename in names)
 
 
 @contextlib.contextmanager
 def hub_offline():
     """Hugging Face Hub offline mode (HF_HUB_OFFLINE) inside: hf_hub_download returns cached files, asking nothing."""
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
+    before = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
-        constants.HF_HUB_OFFLINE = before
+        hub_constants.HF_HUB_OFFLINE = before
 
 
 @contextlib.contextmanager
@@ -169,8 +161,6 @@ def weights_access(name):
     """Around timm's loading of the pretrained weights of `name`: offline where a local cache holds them (the
     network is never touched), as timm does where their host answers the probe, else a UserError at once (instead
     of the hub's minute of retries)."""
-    from huggingface_hub import constants
-
     try:
         kind, location = pretrained_source(name)
     except Exception:  # a timm that resolves its sources otherwise: its own loading decides
@@ -181,8 +171,8 @@ def weights_access(name):
             with hub_offline():
                 yield
             return
-        if not constants.HF_HUB_OFFLINE:  # in offline mode the hub itself fails at once
-            why, where = weights.unreachable(constants.ENDPOINT), 'the Hugging Face cache'
+        if not hub_constants.HF_HUB_OFFLINE:  # in offline mode the hub itself fails at once
+            why, where = weights.unreachable(hub_constants.ENDPOINT), 'the Hugging Face cache'
     elif kind == 'url' and not os.path.isfile(weights.torch_hub_file(location)):
         why, where = weights.unreachable(location), 'the torch hub cache'
     if why:
@@ -192,8 +182,6 @@ def weights_access(name):
 
 def file_overlay(name, path):
     """The pretrained_cfg_overlay that makes timm load --pretrained_path `path` into `name` (strictly)."""
-    from timm.models import clean_state_dict, get_pretrained_cfg
-
     if not os.path.isfile(path):
         raise UserError(f'--pretrained_path {path} does not exist; give the path of a weights file of {name}')
     if path.endswith('.npz'):
@@ -203,8 +191,8 @@ def file_overlay(name, path):
         state = next((state[key] for key in STATE_DICT_KEYS if isinstance(state.get(key), dict)), state)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f'--pretrained_path {path} holds no state dict of tensors; give a weights file of {name}')
-    state = clean_state_dict(state)
-    classifiers = get_pretrained_cfg(name).classifier or ()
+    state = timm.models.clean_state_dict(state)
+    classifiers = timm.models.get_pretrained_cfg(name).classifier or ()
     for classifier in (classifiers,) if isinstance(classifiers, str) else classifiers:
         state.pop(f'{classifier}.weight', None)
         state.pop(f'{classifier}.bias', None)
@@ -243,14 +231,12 @@ class TimmEmbedding(EmbeddingNet):
 
     def __init__(self, name, embed_dim, pretrained, pretrained_path=None, normalize=False, frozen_bn=False,
                  image_size=224, arch=None):
-        from timm.data import resolve_model_data_config
-
         backbone = create_backbone(name, image_size, pretrained, pretrained_path)
         feature_dim = getattr(backbone, 'head_hidden_size', None) or backbone.num_features
         super().__init__(feature_dim, embed_dim, normalize, frozen_bn, False, arch or name, image_size)
         backbone.last_linear = nn.Linear(feature_dim, embed_dim)
         self.model = backbone
-        data_config = resolve_model_data_config(backbone)
+        data_config = timm.data.resolve_model_data_config(backbone)
         self.input_mean = tuple(data_config['mean'])
         self.input_std = tuple(data_config['std'])
 

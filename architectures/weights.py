@@ -13,6 +13,9 @@ import urllib.request
 import torch
 
 from plumbing.errors import UserError
+from plumbing.lazy import lazy_module
+
+safetensors_torch = lazy_module('safetensors.torch')
 
 PROBE_TIMEOUT_S = 3.0
 """How long the probe waits for a TCP connection to a weights host (name lookup included)."""
@@ -31,8 +34,7 @@ def read_weights_file(path):
     """What a weights file holds (a .safetensors file, else torch.save's formats), loaded without unpickling code."""
     try:
         if str(path).endswith('.safetensors'):
-            import safetensors.torch
-            return safetensors.torch.load_file(path, device='cpu')
+            return safetensors_torch.load_file(path, device='cpu')
         return torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
         raise UserError(f'--pretrained_path {path} does not exist; give the path of an ImageNet weights file') from None

@@ -1,10 +1,13 @@
 """Proxy-Anchor (Kim et al., CVPR 2020): one learned proxy per training class, each an anchor over the batch, as its
 authors' code computes it, on pytorch-metric-learning's ProxyAnchorLoss. Beyond the OBD-SD authors' registry."""
 import torch
-from pytorch_metric_learning.losses import ProxyAnchorLoss as LibraryLoss
 
 from criteria.base import Criterion, seeded_generator
 from criteria.flag_types import non_negative_float, positive_float
+from plumbing.lazy import lazy_module
+
+# pytorch-metric-learning imports scipy.stats (about a second): imported when the loss is built.
+pml_losses = lazy_module('pytorch_metric_learning.losses')
 
 NAME = 'proxyanchor'
 KIND = 'proxy'
@@ -38,8 +41,8 @@ class ProxyAnchorLoss(Criterion):
     def __init__(self, n_classes, embed_dim, alpha=32.0, delta=0.1, lrmulti=100.0, seed=0):
         super().__init__()
         self.alpha, self.delta, self.lrmulti = alpha, delta, lrmulti
-        self.proxy_anchor = LibraryLoss(n_classes, embed_dim, margin=delta, alpha=alpha,
-                                        weight_init_func=torch.nn.init.zeros_)
+        self.proxy_anchor = pml_losses.ProxyAnchorLoss(n_classes, embed_dim, margin=delta, alpha=alpha,
+                                                       weight_init_func=torch.nn.init.zeros_)
         torch.nn.init.kaiming_normal_(self.proxies, mode='fan_out', generator=seeded_generator(seed))
 
     @property

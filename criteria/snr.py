@@ -1,9 +1,12 @@
 """Signal-to-noise-ratio triplet loss (Yuan et al., CVPR 2019), as the authors' criteria/snr.py computes it."""
 import torch
-from pytorch_metric_learning.distances import SNRDistance
 
 from criteria.base import Criterion, loss_dtype
 from criteria.miners import TRIPLET_MINERS
+from plumbing.lazy import lazy_module
+
+# pytorch-metric-learning imports scipy.stats (about a second): imported when the loss is built.
+pml_distances = lazy_module('pytorch_metric_learning.distances')
 
 NAME = 'snr'
 KIND = 'pair'
@@ -33,7 +36,7 @@ class SNRLoss(Criterion):
         super().__init__(miner)
         self.margin = margin
         self.reg_lambda = 0.0 if getattr(miner, 'name', None) in WITHOUT_REGULARISATION else reg_lambda
-        self.snr = SNRDistance()
+        self.snr = pml_distances.SNRDistance()
 
     def forward(self, batch, labels, teacher_batch=None, epoch=0, indices_tuple=None):
         anchors, positives, negatives = self.tuples(batch, labels, indices_tuple)

@@ -3,11 +3,14 @@ pytorch-metric-learning's NormalizedSoftmaxLoss."""
 import math
 
 import torch
-from pytorch_metric_learning.distances import DotProductSimilarity
-from pytorch_metric_learning.losses import NormalizedSoftmaxLoss as LibraryLoss
 
 from criteria.base import Criterion, seeded_uniform
 from criteria.flag_types import non_negative_float, positive_float
+from plumbing.lazy import lazy_module
+
+# pytorch-metric-learning imports scipy.stats (about a second): imported when the loss is built.
+pml_distances = lazy_module('pytorch_metric_learning.distances')
+pml_losses = lazy_module('pytorch_metric_learning.losses')
 
 NAME = 'softmax'
 KIND = 'classification'
@@ -37,9 +40,10 @@ class NormalizedSoftmaxLoss(Criterion):
         super().__init__()
         self.lr = lr
         self.temperature = temperature
-        self.normalized_softmax = LibraryLoss(n_classes, embed_dim, temperature=temperature,
-                                              distance=DotProductSimilarity(normalize_embeddings=False),
-                                              weight_init_func=torch.nn.init.zeros_)
+        self.normalized_softmax = pml_losses.NormalizedSoftmaxLoss(
+            n_classes, embed_dim, temperature=temperature,
+            distance=pml_distances.DotProductSimilarity(normalize_embeddings=False),
+            weight_init_func=torch.nn.init.zeros_)
         with torch.no_grad():
             self.class_map.copy_(seeded_uniform((n_classes, embed_dim), 1 / math.sqrt(embed_dim), seed))
 

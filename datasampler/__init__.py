@@ -1,6 +1,8 @@
 """Datasampler registry: `select(opt, labels)` builds the class-balanced training batch sampler."""
 from datasampler.class_balanced import DRAWS, ClassBalancedBatchSampler
-from plumbing import distributed
+from plumbing.lazy import lazy_module
+
+distributed = lazy_module('plumbing.distributed')  # torch: when a sampler is built, not for parameters' DRAWS
 
 __all__ = ['DRAWS', 'ClassBalancedBatchSampler', 'select']
 

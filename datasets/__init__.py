@@ -15,11 +15,14 @@ Each dataset is one module in this package, listed in MODULES, that describes it
 import os
 
 from datasets import cars196, cub200, digits, folder, inshop, online_products
-from datasets.image_dataset import ImageDataset
 from datasets.split_checks import describe_sizes, split_sizes, split_warnings
-from datasets.transforms import make_transform
 from datasets.validation_split import split_by_classes, split_by_fold, split_by_samples
 from plumbing.errors import UserError
+from plumbing.lazy import lazy_module
+
+# torch and torchvision: imported by `select`, which reads images; listing the splits needs neither.
+image_dataset = lazy_module('datasets.image_dataset')
+transforms = lazy_module('datasets.transforms')
 
 MODULES = {module.NAME: module for module in (cub200, cars196, online_products, digits, inshop, folder)}
 DATASETS = tuple(MODULES)
@@ -114,20 +117,20 @@ def select(opt):
     train_split, validation_split, notes = split_validation(opt, splits['training'])
 
     pipeline = dict(draft=not opt.full_decode, pil_resampling=opt.pil_resampling)
-    train_transform = make_transform(True, opt.augmentation, opt.image_size, **pipeline)
-    eval_transform = make_transform(False, opt.augmentation, opt.image_size, **pipeline)
+    train_transform = transforms.make_transform(True, opt.augmentation, opt.image_size, **pipeline)
+    eval_transform = transforms.make_transform(False, opt.augmentation, opt.image_size, **pipeline)
 
-    def image_dataset(split, transform, split_name):
+    def dataset_of(split, transform, split_name):
         if split is None:
             return None
-        return ImageDataset(split.samples, transform, f'{opt.dataset} {split_name}', split.class_names,
-                            origins=split.origins, every_class=split_name not in ('query', 'gallery'))
+        return image_dataset.ImageDataset(split.samples, transform, f'{opt.dataset} {split_name}', split.class_names,
+                                          origins=split.origins, every_class=split_name not in ('query', 'gallery'))
 
     return {
-        'training': image_dataset(train_split, train_transform, 'training'),
-        **{part: image_dataset(None if opt.no_test_metrics else splits.get(part), eval_transform, part)
+        'training': dataset_of(train_split, train_transform, 'training'),
+        **{part: dataset_of(None if opt.no_test_metrics else splits.get(part), eval_transform, part)
            for part in TEST_PARTS},
-        'validation': image_dataset(validation_split, eval_transform, 'validation'),
+        'validation': dataset_of(validation_split, eval_transform, 'validation'),
         'warnings': warnings,
         'notes': notes,
     }

@@ -9,6 +9,9 @@ from PIL import Image
 
 from datasets import cub200
 from plumbing.errors import UserError
+from plumbing.lazy import lazy_module
+
+sklearn_datasets = lazy_module('sklearn.datasets')  # for the first export of the images alone
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +60,7 @@ def count_exported(images_dir):
 
 def write_images(images_dir):
     """Write every digit as an 8-bit grayscale PNG into `images_dir/NNN.digit_D/`."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = sklearn_datasets.load_digits()
     pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)
     for digit in range(N_DIGITS):
         os.makedirs(os.path.join(images_dir, class_folder_name(digit)))

@@ -12,19 +12,22 @@ import functools
 
 import torch
 from PIL import Image
-from torchvision import transforms
-from torchvision.transforms import functional as F
-from torchvision.transforms.v2 import functional as F2
 
 from plumbing.errors import UserError
+from plumbing.lazy import lazy_module
+
+# Importing torchvision imports torchvision.ops and torch._dynamo (about a second): done once a pipeline is built.
+transforms = lazy_module('torchvision.transforms')
+F = lazy_module('torchvision.transforms.functional')
+F2 = lazy_module('torchvision.transforms.v2.functional')
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = ('base', 'adv', 'big', 'red')
 DRAFT_SCALES = (8, 4, 2)
 """JPEG DCT downscaling factors Pillow's `Image.draft` can decode at."""
-SAME_PIXELS_ON_TENSORS = (transforms.RandomHorizontalFlip, transforms.CenterCrop, transforms.RandomCrop)
-"""torchvision transforms that give a uint8 tensor exactly the pixels they give a PIL image. ColorJitter and
+SAME_PIXELS_ON_TENSORS = ('RandomHorizontalFlip', 'CenterCrop', 'RandomCrop')
+"""The torchvision transforms that give a uint8 tensor exactly the pixels they give a PIL image. ColorJitter and
 RandomGrayscale round differently on tensors and amplify a one-level resampling difference, so `adv` keeps
 Pillow throughout."""
 
@@ -83,7 +86,8 @@ class ImagePipeline:
         self.geometry = geometry
         self.rest = transforms.Compose(rest)
         self.draft = draft
-        self.pil_resampling = pil_resampling or not all(isinstance(step, SAME_PIXELS_ON_TENSORS) for step in rest)
+        same_pixels = tuple(getattr(transforms, name) for name in SAME_PIXELS_ON_TENSORS)
+        self.pil_resampling = pil_resampling or not all(isinstance(step, same_pixels) for step in rest)
 
     def plan(self, image):
         """(box, output size, decode scale) for `image`, whose pixels may not be decoded yet."""

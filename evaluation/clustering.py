@@ -4,11 +4,13 @@ import functools
 import logging
 from typing import NamedTuple
 
-import faiss
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
-from sklearn.metrics.cluster import pair_confusion_matrix
+
+from plumbing.lazy import lazy_module
+
+faiss = lazy_module('faiss')
+sklearn_metrics = lazy_module('sklearn.metrics')
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +66,12 @@ def current_cuda_device():
 
 def nmi(labels, assignment):
     """Normalised mutual information (sklearn, arithmetic normalisation) of a clustering."""
-    return float(normalized_mutual_info_score(labels, assignment))
+    return float(sklearn_metrics.normalized_mutual_info_score(labels, assignment))
 
 
 def ami(labels, assignment):
     """Adjusted mutual information (sklearn, arithmetic normalisation) of a clustering, as pytorch-metric-learning."""
-    return float(adjusted_mutual_info_score(labels, assignment))
+    return float(sklearn_metrics.adjusted_mutual_info_score(labels, assignment))
 
 
 def pair_f1(labels, assignment):
@@ -78,7 +80,7 @@ def pair_f1(labels, assignment):
     precision = same-class pairs among same-cluster pairs, recall = same-cluster pairs among
     same-class pairs; 0 when either is undefined or both are 0.
     """
-    (_, false_together), (false_apart, true_together) = pair_confusion_matrix(labels, assignment)
+    (_, false_together), (false_apart, true_together) = sklearn_metrics.pair_confusion_matrix(labels, assignment)
     if true_together == 0:
         return 0.0
     precision = true_together / (true_together + false_together)

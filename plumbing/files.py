@@ -5,9 +5,10 @@ import os
 import re
 import tempfile
 
-import torch
-
 from plumbing.errors import UserError
+from plumbing.lazy import lazy_module
+
+torch = lazy_module('torch')  # for atomic_torch_save alone: the other writers need no torch
 
 # What atomic_write_bytes names its temporary files: .<file name>.<8 random characters>.tmp
 TEMPORARY_NAME = re.compile(r'^\..+\.[A-Za-z0-9_]{8}\.tmp$')

@@ -2,7 +2,9 @@
 import logging
 import signal
 
-from plumbing import distributed
+from plumbing.lazy import lazy_module
+
+distributed = lazy_module('plumbing.distributed')  # torch: for the ranks of a torchrun run to agree on a stop
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,10 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from datasets.image_dataset import UNREADABLE_IMAGE_ERRORS, load_rgb
 from plumbing.files import atomic_write_bytes
-from reporting.plots import save_figure
+from plumbing.lazy import lazy_module
+from reporting.plots import plt, save_figure
+
+sklearn_manifold = lazy_module('sklearn.manifold')
 
 SAME_CLASS = (0, 170, 0)
 OTHER_CLASS = (215, 0, 0)
@@ -130,16 +133,14 @@ def save_test_retrieval_grid(path, embedded, test_parts, **options):
 
 def tsne_map(features, labels, path, max_points=TSNE_MAX_POINTS, seed=0, title='t-SNE of the test embeddings'):
     """A 2-D t-SNE (scikit-learn) of at most `max_points` seeded samples, coloured by class, saved at `path`."""
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
-
     features, labels = np.asarray(features, dtype=np.float32), np.asarray(labels)
     if len(features) > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(len(features), max_points, replace=False))
         features, labels = features[keep], labels[keep]
     features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     perplexity = min(30.0, (len(features) - 1) / 3)
-    points = TSNE(n_components=2, perplexity=perplexity, init='pca', random_state=seed).fit_transform(features)
+    points = sklearn_manifold.TSNE(n_components=2, perplexity=perplexity, init='pca',
+                                   random_state=seed).fit_transform(features)
     classes = np.unique(labels)
     figure, axis = plt.subplots(figsize=(7, 7))
     colours = plt.get_cmap('tab10' if len(classes) <= 10 else 'tab20' if len(classes) <= 20 else 'turbo')

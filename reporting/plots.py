@@ -2,16 +2,24 @@
 import io
 import os
 
-import matplotlib
 import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from plumbing.files import atomic_write_bytes
+from plumbing.lazy import lazy_module
 
-from evaluation import is_score  # noqa: E402
-from evaluation.embedding_space import EmbeddingSpace  # noqa: E402
-from plumbing.files import atomic_write_bytes  # noqa: E402
+evaluation = lazy_module('evaluation')  # it imports torch, which the plots of a result table need not
+embedding_space = lazy_module('evaluation.embedding_space')
+matplotlib = lazy_module('matplotlib')
+ticker = lazy_module('matplotlib.ticker')
+
+
+def use_agg():
+    """matplotlib's Agg backend, chosen before pyplot is imported (here, or by a library that draws with it, as
+    Optuna's plots): figures are written to files, with or without a display."""
+    matplotlib.use('Agg')
+
+
+plt = lazy_module('matplotlib.pyplot', before_import=use_agg)
 
 LOSS_TERMS = ('loss', 'loss_rank', 'loss_kd')
 
@@ -33,8 +41,8 @@ def plot_history(history, metric_names, folder, best=None):
     epochs = [entry['epoch'] for entry in history]
     terms = [key for key in LOSS_TERMS if any(key in entry for entry in history)]
     scalar = [name for name in metric_names if not any(isinstance(entry.get(name), list) for entry in history)]
-    panels = {'test metrics': [name for name in scalar if is_score(name)],
-              'embedding space': [name for name in scalar if not is_score(name)]}
+    panels = {'test metrics': [name for name in scalar if evaluation.is_score(name)],
+              'embedding space': [name for name in scalar if not evaluation.is_score(name)]}
     panels = {title: names for title, names in panels.items() if names or title == 'test metrics'}
     width = len(terms) + len(panels)
     figure, axes = plt.subplots(1, width, figsize=(4 * width, 3.8))
@@ -46,7 +54,7 @@ def plot_history(history, metric_names, folder, best=None):
         plot_metrics(axis, history, names, best)
         axis.set_title(title)
     for axis in axes:
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         axis.set_xlabel('epoch')
         axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -71,7 +79,7 @@ def plot_metrics(axis, history, names, best):
 def plot_spectrum(features, path, title):
     """A PNG at `path` of the normalised singular-value spectrum of `features` (N x D, as the network gave them): the
     D - 1 values that rho_spectrum@M reads, on a log scale, with rho_spectrum@-1, @1 and @2 in the legend."""
-    space = EmbeddingSpace(features, np.zeros(len(features)))
+    space = embedding_space.EmbeddingSpace(features, np.zeros(len(features)))
     spectrum = np.asarray(space.rho(0))
     figure, axis = plt.subplots(figsize=(6, 4))
     shown = spectrum > 0

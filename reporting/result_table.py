@@ -8,13 +8,15 @@ import os
 import re
 import statistics
 
-from evaluation import is_score
 from plumbing.errors import UserError
 from plumbing.files import atomic_write_text
+from plumbing.lazy import lazy_module
 from reporting.plots import plot_result_bars
 from run_folder.folder import CONFIG_FILE
 from run_folder.saved_flags import with_missing_flags
 from run_folder.summary import RunSummary
+
+evaluation = lazy_module('evaluation')  # it imports torch, which tables of finished runs need not
 
 SUMMARY_FILE = 'summary.json'
 # Flags that say where a run ran, how it logged or how it was started, not what it computed: seeds (and the
@@ -83,7 +85,7 @@ def read_run(folder, flag_defaults, at_epoch='best', select_on=None):
     config = with_missing_flags(config, flag_defaults)
     metric_names = [name for name in history[-1] if is_metric(name, config) and not isinstance(history[-1][name], list)]
     if at_epoch == 'best':  # a measure of the embedding space (dists@..., rho_spectrum@M) has no best epoch
-        metric_names = [name for name in metric_names if is_score(name)]
+        metric_names = [name for name in metric_names if evaluation.is_score(name)]
     if at_epoch == 'last':
         values = {name: history[-1][name] for name in metric_names}
     elif at_epoch == 'selected':

@@ -7,11 +7,15 @@ import shlex
 import subprocess
 
 import numpy as np
-import torch
-import torchvision
 
 from plumbing.files import atomic_write_json
+from plumbing.lazy import lazy_module
 from run_folder.folder import CONFIG_FILE
+
+# Only their versions are read here, when a run starts: `--help` and the run summaries need none of them.
+faiss = lazy_module('faiss')
+torch = lazy_module('torch')
+torchvision = lazy_module('torchvision')
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +49,6 @@ def command_line(script, argv):
 def library_versions():
     """Versions of the libraries that decide the numbers of a run."""
     try:
-        import faiss
         faiss_version = faiss.__version__
     except ImportError:
         faiss_version = None

@@ -26,13 +26,15 @@ import os
 import re
 import time
 
-import faiss
 import numpy as np
 
 from plumbing.errors import UserError
 from plumbing.files import TEMPORARY_NAME, atomic_write_bytes, atomic_write_json, atomic_write_with
+from plumbing.lazy import lazy_module
 from run_folder.lock import LOCK_FILE, claim_run_folder
 from run_folder.saved_flags import EVALUATION_SETTINGS
+
+faiss = lazy_module('faiss')
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,11 @@ import torch
 from datasets.transforms import normalisation_of, to_network_input
 from plumbing.errors import UserError
 from plumbing.files import atomic_write_with
+from plumbing.lazy import lazy_module
+
+# Optional (requirements-onnx.txt): imported by an export, after missing_packages has named what is not installed.
+onnx = lazy_module('onnx')
+onnxruntime = lazy_module('onnxruntime')
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +87,6 @@ def export(network, path, *, input_kind='uint8', image_size, opset=DEFAULT_OPSET
            metadata=None):
     """Write `network` (an EmbeddingNet, on the CPU) as ONNX to `path`, batch size dynamic; `metadata` {key: str}
     goes into the model's metadata_props."""
-    import onnx
-
     missing = missing_packages(exporter)
     if missing:
         raise UserError(f'the ONNX export needs {" and ".join(missing)}: pip install -r requirements-onnx.txt'
@@ -151,8 +154,6 @@ def first_line(error):
 
 def session(path):
     """An onnxruntime InferenceSession of the file on the CPU."""
-    import onnxruntime
-
     return onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
 
 

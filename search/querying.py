@@ -18,9 +18,12 @@ import numpy as np
 
 from plumbing.errors import UserError
 from plumbing.files import atomic_write_bytes
+from plumbing.lazy import lazy_module
 from reporting.figures import save_neighbour_grid
 from search import index_store, knn
 from search.index_store import PADDING
+
+faiss = lazy_module('faiss')
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +34,6 @@ SAMPLE_SEED = 0
 
 
 def training_size(index):
-    import faiss
-
     ivf = faiss.try_extract_index_ivf(index)
     return TRAINING_POINTS_PER_LIST * ivf.nlist if ivf is not None else TRAINING_SAMPLE_OTHERS
 

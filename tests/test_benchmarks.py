@@ -5,10 +5,12 @@
 import json
 import math
 import re
+import statistics
 
 import pytest
 
-from benchmarks import eval_speed, loss_speed, search_speed, train_speed
+from benchmarks import eval_speed, loss_speed, search_speed, startup_time, train_speed
+from runs import ROOT
 
 
 def positive(value):
@@ -177,3 +179,23 @@ def test_loss_speed_times_ours_the_authors_loop_and_the_library_on_the_same_tupl
     assert results['margin']['library_over_ours'] == pytest.approx(results['margin']['library']
                                                                    / results['margin']['ours'])
     assert results['margin']['miner'] == 'distance' and results['histogram']['miner'] == ''
+
+
+@pytest.mark.slow
+def test_startup_time_times_both_checkouts_alike_and_sums_the_imports(tmp_path, capsys):
+    """Both 'checkouts' this one: every run timed, the ratio the quotient of the medians, as printed; the import sums
+    name the packages main.py --help imports (torch), and none it does not (matplotlib)."""
+    report_file = tmp_path / 'startup.json'
+    report = startup_time.main([ROOT, ROOT, '--runs', '2', '--commands', 'Hyperparameter_Search.py --help',
+                                '--import_runs', '1', '--json', str(report_file)])
+    assert json.loads(report_file.read_text()) == json.loads(json.dumps(report))
+    timing = report['timings']['Hyperparameter_Search.py --help']
+    assert len(timing['before_s']) == len(timing['after_s']) == 2
+    assert all(positive(seconds) for seconds in timing['before_s'] + timing['after_s'])
+    ratio = statistics.median(timing['after_s']) / statistics.median(timing['before_s'])
+    assert timing['ratio_of_medians'] == pytest.approx(ratio)
+    printed = capsys.readouterr().out
+    assert re.search(r'^\| `python Hyperparameter_Search.py --help` \| .* \| ' + f'{ratio:.2f}' + r' \|$', printed,
+                     re.MULTILINE), printed
+    for sums in report['import_sums_s'].values():
+        assert positive(sums['torch']) and 'matplotlib' not in sums and 'torch._dynamo' not in sums

@@ -82,6 +82,8 @@ def base_flags(source, save_path, *extra):
     (['--space', 'decay=-1:1'], '--space decay: main.py refuses its value -1.0: --decay must be non-negative'),
     (['--space', 'diffusion_w=0.5:1.5'], 'main.py refuses its value 1.5: --diffusion_w must be in [0, 1)'),
     (['--space', 'kd_lambda=1:10', '--objective', 'nmi2'], '--objective nmi2 is not among --evaluation_metrics'),
+    (['--space', 'kd_lambda=1:10', '--evaluation_metrics', 'nmi', 'dists@intra', '--objective', 'dists@intra'],
+     '--objective dists@intra measures the embedding space and has no best value'),
     (['--space', 'kd_lambda=1:10', '--cv_folds', '2', '--cv_fold', '1'], 'drop --cv_fold'),
     (['--space', 'kd_lambda=1:10', '--cv_folds', '5'], '--cv_folds 5 leaves fold 0 1 of the 4 training classes'),
     (['--space', 'kd_lambda=1:10', '--tv_split_perc', '0.8'], 'the validation split would have 1 class'),

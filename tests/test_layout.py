@@ -37,13 +37,17 @@ def project_modules():
 
 
 def imported_top_levels(path):
-    """The top-level names of every module `path` imports, at any depth of its code."""
+    """The top-level names of every module `path` imports, at any depth of its code, a lazy_module('x') (an import
+    deferred to first use, plumbing/lazy.py) included."""
     names = set()
     for node in ast.walk(ast.parse(open(path, encoding='utf-8').read())):
         if isinstance(node, ast.Import):
             names.update(alias.name.split('.')[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split('.')[0])
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'lazy_module'
+              and node.args and isinstance(node.args[0], ast.Constant)):
+            names.add(node.args[0].value.split('.')[0])
     return names
 
 

@@ -5,12 +5,13 @@ import os
 import sys
 import time
 
-import optuna
-
+from plumbing.lazy import lazy_module
 from run_folder.summary import RunSummary
 from tuning import study as studies
-from tuning.pruning import FOLD_STEPS
 from tuning.trial_run import RunFailed, RunStopped, run_watched
+
+optuna = lazy_module('optuna')
+pruning = lazy_module('tuning.pruning')  # its FoldPruner subclasses an Optuna class: importing it imports Optuna
 
 MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'main.py')
 
@@ -84,7 +85,7 @@ class Trials:
         def on_epoch(entry):
             if self.metric not in entry:
                 return False
-            trial.report(entry[self.metric], position * FOLD_STEPS + entry['epoch'])
+            trial.report(entry[self.metric], position * pruning.FOLD_STEPS + entry['epoch'])
             if trial.should_prune():
                 trial.set_user_attr('pruned_at', {'fold': fold, 'epoch': entry['epoch'], 'value': entry[self.metric]})
                 return True

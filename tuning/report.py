@@ -6,15 +6,17 @@ import os
 import warnings
 
 from plumbing.files import atomic_write_json, atomic_write_text
-from reporting.plots import save_figure
+from plumbing.lazy import lazy_module
+from reporting.plots import save_figure, use_agg
+
+optuna = lazy_module('optuna')
+optuna_plots = lazy_module('optuna.visualization.matplotlib', before_import=use_agg)
 
 STATES = {'COMPLETE': 'finished', 'PRUNED': 'pruned', 'FAIL': 'failed', 'RUNNING': 'running', 'WAITING': 'queued'}
 
 
 def completed(study):
-    from optuna.trial import TrialState
-
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
 def parameters_text(params):
@@ -74,8 +76,6 @@ def write_report(study, folder, metric):
 
 def write_plots(study, folder, n_completed):
     """optimization_history.png and param_importances.png (importances need two finished trials)."""
-    from optuna.visualization import matplotlib as optuna_plots
-
     skipped = {}
     plots = {'optimization_history': optuna_plots.plot_optimization_history}
     if n_completed >= 2:

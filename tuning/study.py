@@ -4,12 +4,10 @@ import os
 import socket
 import time
 
-import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
-
 from plumbing.errors import UserError
+from plumbing.lazy import lazy_module
+
+optuna = lazy_module('optuna')
 
 JOURNAL_FILE = 'optuna_journal.log'
 STUDIES = 'hyperparameter_search'
@@ -35,7 +33,8 @@ def storage_of(url, folder):
     """The Optuna storage: `url` as Optuna takes it (sqlite:///..., postgresql://... through psycopg), or, without
     one, a journal file in `folder` that the workers of one file system share (file locks, no server)."""
     if not url:
-        return JournalStorage(JournalFileBackend(os.path.join(folder, JOURNAL_FILE)))
+        journal = optuna.storages.journal.JournalFileBackend(os.path.join(folder, JOURNAL_FILE))
+        return optuna.storages.JournalStorage(journal)
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
             return optuna.storages.get_storage(with_driver(url))
@@ -126,12 +125,12 @@ def fail_stale_trials(study, storage, stale_after_s):
     Several workers may do this at once: the storage lets exactly one of them fail each trial."""
     study_id = storage.get_study_id_from_name(study.study_name)
     failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.user_attrs.get('worker') == worker_name() or not is_stale(trial, stale_after_s):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
-            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            if not storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
             continue
