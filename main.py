@@ -253,5 +253,5 @@ def save_best(folder, model, summary, storage_metrics, entry, test_embeddings, t
 
 if __name__ == '__main__':
     code = exit_code(main)
-    distributed.teardown()
+    distributed.teardown(finished=code == 0)
     sys.exit(code)

@@ -85,9 +85,18 @@ def init(backend, gpu_ids, bs, samples_per_class, timeout_minutes):
     return device
 
 
-def teardown():
-    if is_distributed():
-        dist.destroy_process_group()
+def teardown(finished=True):
+    """Leave the process group. After a `finished` run every rank first waits for the others, so that no rank
+    (rank 0 holds the rendezvous store) is gone while another still ends its last collective: under load gloo then
+    aborted a rank at exit. A rank that stops on an error does not wait: the others may never come."""
+    if not is_distributed():
+        return
+    if finished:
+        try:
+            dist.barrier()
+        except RuntimeError:  # a rank already gone (DistBackendError): leave all the same
+            pass
+    dist.destroy_process_group()
 
 
 def wrap(model, device):
