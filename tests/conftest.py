@@ -8,9 +8,22 @@ grayscale JPEGs, a CMYK JPEG, palette and RGBA PNGs) so that loaders meet every 
 `corrupt=N` adds N files that are not images and `truncated=N` adds N JPEGs cut after their
 header, all to the first class (named `zz_corrupt_K.jpg` / `zz_truncated_K.jpg`, so they sort last).
 """
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # pytest-xdist runs one worker per core (pytest.ini's -n auto): each with one OpenMP thread (and its subprocesses
+    # too), or the workers' thread pools oversubscribe the cores and slow each other many times over.
+    os.environ['OMP_NUM_THREADS'] = '1'
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first, each group in its own order: the workers start on the long runs and end on the short
+    tests, which fill the gaps, instead of one worker finishing a long run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 IMAGE_MODES = ('RGB', 'L', 'P', 'RGBA', 'CMYK')
 PNG_MODES = ('P', 'RGBA')
