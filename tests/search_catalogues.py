@@ -9,9 +9,9 @@ from PIL import Image
 
 import architectures
 from run_folder.checkpoint import save_checkpoint
-from runs import run_entry_point
+from runs import TINY_ARCH, run_entry_point
 
-ARCH, DIM, SIZE = 'resnet18_normalize', 16, 32
+ARCH, DIM, SIZE = TINY_ARCH, 16, 32
 COLOURS = {'apple': (200, 30, 30), 'grass': (40, 180, 50), 'sky': (40, 80, 220), 'sun': (230, 210, 40)}
 
 

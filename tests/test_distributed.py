@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from runs import ROOT, read_summary, run_main, tiny_run_flags
+from runs import ROOT, TINY_ARCH, read_summary, run_main, tiny_run_flags
 from plumbing import distributed
 from plumbing.stop_signals import StopSignals
 
@@ -194,11 +194,11 @@ def test_shards_cover_a_dataset_once():
 
 @pytest.mark.slow
 def test_two_process_digits_run_writes_one_complete_run_folder(tmp_path):
-    # --bs 96: 9 steps an epoch instead of the demo's 28, each one all-reduce of ResNet18's 11M gradients between the
-    # processes (most of this test's time, which on a loaded machine came near its timeout)
+    # --bs 96: 9 steps an epoch instead of the demo's 28, each one all-reduce of the gradients between the processes
+    # (with the demo's ResNet18, 11M of them, most of this test's time: the tiny network instead)
     run = torchrun(tmp_path / 'torchrun', 'main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 2,
-                   '--bs', 96, '--image_size', 16, '--embed_dim', 16, '--source', tmp_path / 'data',
-                   '--save_path', tmp_path / 'runs')
+                   '--arch', TINY_ARCH, '--not_pretrained', '--bs', 96, '--image_size', 16, '--embed_dim', 16,
+                   '--source', tmp_path / 'data', '--save_path', tmp_path / 'runs')
     assert run.returncode == 0, run.report()
     folders = os.listdir(tmp_path / 'runs' / 'digits')
     assert folders == ['run'], run.report()
@@ -257,8 +257,9 @@ def worker_of_rank(launcher, rank):
 @pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the worker processes in /proc')
 @pytest.mark.slow
 def test_sigterm_to_one_rank_stops_both_and_the_run_resumes(tmp_path):
-    args = ['main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 3, '--bs', 96, '--image_size', 16,
-            '--embed_dim', 16, '--source', tmp_path / 'data', '--save_path', tmp_path / 'runs']  # --bs 96: 9 steps
+    args = ['main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 3, '--arch', TINY_ARCH,
+            '--not_pretrained', '--bs', 96, '--image_size', 16, '--embed_dim', 16, '--source', tmp_path / 'data',
+            '--save_path', tmp_path / 'runs']  # --bs 96: 9 steps
     folder = tmp_path / 'runs' / 'digits' / 'run'
     with Torchrun(tmp_path / 'torchrun', *args) as run:
         deadline = time.time() + 180

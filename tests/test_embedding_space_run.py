@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reporting import plots
-from runs import read_summary, run_main
+from runs import TINY_ARCH, read_summary, run_main
 
 METRICS = ['e_recall@1', 'mAP@R', 'rho_spectrum@-1', 'dists@intra_over_inter', 'rho_spectrum@0']
 
@@ -19,8 +19,9 @@ def test_digits_run_logs_the_chosen_measures_every_epoch_and_keeps_its_best_spec
     save = plots.save_figure
     monkeypatch.setattr(plots, 'save_figure', lambda figure, path, **options: (
         titles.append([axis.get_title() for axis in figure.axes]), save(figure, path, **options))[1])
-    assert run_main('--dataset', 'digits', '--n_epochs', '2', '--source', tmp_path / 'digits', '--save_path',
-                    tmp_path / 'runs', '--evaluation_metrics', *METRICS, '--save_embeddings') == 0
+    assert run_main('--dataset', 'digits', '--arch', TINY_ARCH, '--not_pretrained', '--n_epochs', '2', '--source',
+                    tmp_path / 'digits', '--save_path', tmp_path / 'runs', '--evaluation_metrics', *METRICS,
+                    '--save_embeddings') == 0
     folder = tmp_path / 'runs' / 'digits' / 'run'
     history = read_summary(folder)['history']
     assert [entry['epoch'] for entry in history] == [0, 1]

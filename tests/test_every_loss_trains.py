@@ -1,5 +1,5 @@
 """Every loss of criteria.MODULES, plain and with OBD-SD (--PSD --OBDP), trains end to end through main.py on a tiny
-generated dataset (resnet18 at 32 px, one batch of 2 classes x 4 images an epoch)."""
+generated dataset (timm's test_resnet at 32 px, one batch of 2 classes x 4 images an epoch)."""
 import math
 
 import pytest

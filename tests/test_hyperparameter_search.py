@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 import Hyperparameter_Search
 import parameters
 from plumbing.errors import UserError
-from runs import ROOT, one_line_error, read_summary, run_entry_point
+from runs import ROOT, TINY_ARCH, one_line_error, read_summary, run_entry_point
 from tuning import report
 from tuning.objective import Trials
 from tuning.pruning import FOLD_STEPS
@@ -73,7 +73,7 @@ def source(make_cub200):
 
 def base_flags(source, save_path, *extra):
     return ['--dataset', 'cub200', '--source', str(source), '--save_path', str(save_path), '--arch',
-            'resnet18_normalize', '--not_pretrained', '--image_size', '32', '--bs', '8', '--samples_per_class', '4',
+            TINY_ARCH, '--not_pretrained', '--image_size', '32', '--bs', '8', '--samples_per_class', '4',
             '--n_epochs', '2', '--kernels', '0', '--embed_dim', '16', '--lr', '1e-3', '--tv_split_perc', '0.5',
             '--PSD', '--OBDP', *extra]
 
@@ -366,7 +366,7 @@ def test_relative_paths_mean_what_they_meant_where_the_search_was_started(make_i
                                                                                             name))]
     (work / 'lists' / 'split.csv').write_text('path,label,split\n' + '\n'.join(rows) + '\n')
     flags = ['--dataset', 'folder', '--source', 'fds', '--split_file', 'lists/split.csv', '--save_path', 'runs',
-             '--arch', 'resnet18_normalize', '--not_pretrained', '--image_size', '32', '--bs', '8',
+             '--arch', TINY_ARCH, '--not_pretrained', '--image_size', '32', '--bs', '8',
              '--samples_per_class', '4', '--n_epochs', '1', '--kernels', '0', '--embed_dim', '16',
              '--tv_split_perc', '0.5', '--space', 'lr=log:1e-4:1e-3', '--n_trials', '1', '--final_runs', '0']
     process = subprocess.run([sys.executable, os.path.join(ROOT, 'Hyperparameter_Search.py'), *flags], cwd=work,

@@ -17,7 +17,7 @@ from datasets.transforms import to_network_input
 from evaluation.collapse import collapse_of
 from plumbing.errors import UserError
 from run_folder.summary import RunSummary
-from runs import read_summary, run_main, tiny_run_flags
+from runs import TINY_ARCH, read_summary, run_main, tiny_run_flags
 
 
 def test_healthy_embeddings_are_not_collapsed_and_collapsed_ones_are():
@@ -213,9 +213,9 @@ def test_a_big_augmentation_checkpoint_evaluates_as_its_run_did(cub, tmp_path, c
                                         '--checkpoint', str(folder / 'best_e_recall@1.pth'), '--out', str(out)]) == 0
     result = json.loads(out.read_text())['results']['checkpoint']
     assert result['metrics'] == {name: own[name] for name in result['metrics']}
-    assert result['restored_from_config'] == {'arch': 'resnet18_normalize', 'embed_dim': 16, 'image_size': 32,
+    assert result['restored_from_config'] == {'arch': TINY_ARCH, 'embed_dim': 16, 'image_size': 32,
                                               'augmentation': 'big', 'full_decode': False, 'pil_resampling': True}
-    assert ('checkpoint: evaluated as it was trained (from its config): --arch resnet18_normalize --embed_dim 16 '
+    assert (f'checkpoint: evaluated as it was trained (from its config): --arch {TINY_ARCH} --embed_dim 16 '
             '--image_size 32 --augmentation big --pil_resampling; without --full_decode') in capsys.readouterr().out
 
 

@@ -13,7 +13,7 @@ import datasets
 import evaluation
 import parameters
 from authors_checkpoint import authors_state_dict
-from runs import run_entry_point, run_main, run_script, tiny_run_flags
+from runs import TINY_ARCH, run_entry_point, run_main, run_script, tiny_run_flags
 from run_folder.checkpoint import load_weights
 
 PAPER_ARGS = ['--dataset', 'cub200', '--arch', 'resnet50_normalize_frozen_double', '--embed_dim', '128', '--PSD',
@@ -91,7 +91,7 @@ def test_our_checkpoint_evaluates_with_its_own_arch(make_cub200, tmp_path):
                         '--image_size', '32', '--checkpoint', folder / 'best_e_recall@1.pth', '--out', out)
     assert result.returncode == 0, result.stderr[-2000:]
     written = json.loads(out.read_text())['results']['checkpoint']
-    assert written['arch'] == 'resnet18_normalize' and written['embed_dim'] == 16
+    assert written['arch'] == TINY_ARCH and written['embed_dim'] == 16
     assert abs(written['metrics']['e_recall@1'] - summary['best']['e_recall@1']) < 1e-6
 
 

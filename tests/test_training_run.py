@@ -160,7 +160,7 @@ def test_evaluate_every_skips_epochs_but_always_evaluates_the_last(make_cub200, 
     data = make_cub200(n_classes=4, per_class=4)
     assert run_main(*tiny_run_flags(data, tmp_path, **{'--n_epochs': 3, '--evaluate_every': 2,
                                                        '--compile': None})) == 0
-    assert compiled == ['ResNetEmbedding'], '--compile compiles the student only'
+    assert compiled == ['TimmEmbedding'], '--compile compiles the student only'
     folder = tmp_path / 'cub200' / 'tiny'
     summary = read_summary(folder)
     evaluated = [entry['epoch'] for entry in summary['history'] if 'e_recall@1' in entry]
