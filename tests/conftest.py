@@ -18,6 +18,7 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     # pytest-xdist runs one worker per core (pytest.ini's -n auto): each with one OpenMP thread (and its subprocesses
     # too), or the workers' thread pools oversubscribe the cores and slow each other many times over.
     os.environ['OMP_NUM_THREADS'] = '1'
+    os.environ['TORCHINDUCTOR_COMPILE_THREADS'] = '1'  # torch.compile's C++ builds in the worker, no pool of its own
 
 
 def pytest_collection_modifyitems(items):

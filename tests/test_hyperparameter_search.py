@@ -215,6 +215,15 @@ def search(source, save_path, *extra, env=None):
                             env={**os.environ, 'WANDB_MODE': 'disabled', **(env or {})}, start_new_session=True)
 
 
+def search_here(capsys, source, save_path, *extra):
+    """Hyperparameter_Search.py's main in this process (its trials are processes all the same): its stdout."""
+    code = run_entry_point('Hyperparameter_Search', *base_flags(source, save_path), '--space', 'kd_lambda=log:10:200',
+                           'diffusion_w=0.5:0.999', *extra)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
 def finished(process, timeout=600):
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err
@@ -227,8 +236,10 @@ def load(save_path, name='cub200_search'):
 
 
 @pytest.mark.slow
-def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and_final_runs(source, tmp_path):
-    out = finished(search(source, tmp_path, '--use_tv_split', '--n_trials', '2'))
+def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and_final_runs(source, tmp_path, capsys,
+                                                                                           monkeypatch):
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+    out = search_here(capsys, source, tmp_path, '--use_tv_split', '--n_trials', '2')
     folder, study = load(tmp_path)
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 2
     assert out.count(' finished: val_mAP@R ') == 2 and 'best: trial' in out
@@ -244,7 +255,7 @@ def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and
     for name in ('trials.csv', 'best.json', 'optimization_history.png', 'param_importances.png'):
         assert (folder / name).is_file(), name
 
-    out = finished(search(source, tmp_path, '--use_tv_split', '--n_trials', '1', '--final_runs', '3'))
+    out = search_here(capsys, source, tmp_path, '--use_tv_split', '--n_trials', '1', '--final_runs', '3')
     _, study = load(tmp_path)
     assert len(study.trials) == 3 and 'study cub200_search (2 trials so far)' in out
     best = max(study.trials, key=lambda trial: trial.value)

@@ -87,9 +87,8 @@ def test_our_checkpoint_evaluates_with_its_own_arch(make_cub200, tmp_path):
     folder = tmp_path / 'cub200' / 'tiny'
     summary = json.loads((folder / 'summary.json').read_text())
     out = tmp_path / 'ours.json'
-    result = run_script('Test_pretrained_models.py', '--dataset', 'cub200', '--source', data, '--kernels', '0',
-                        '--image_size', '32', '--checkpoint', folder / 'best_e_recall@1.pth', '--out', out)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert run_entry_point('Test_pretrained_models', '--dataset', 'cub200', '--source', data, '--kernels', '0',
+                           '--image_size', '32', '--checkpoint', folder / 'best_e_recall@1.pth', '--out', out) == 0
     written = json.loads(out.read_text())['results']['checkpoint']
     assert written['arch'] == TINY_ARCH and written['embed_dim'] == 16
     assert abs(written['metrics']['e_recall@1'] - summary['best']['e_recall@1']) < 1e-6
