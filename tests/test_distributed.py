@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import distributed_worker
 from runs import ROOT, TINY_ARCH, read_summary, run_main, tiny_run_flags
 from plumbing import distributed
 from plumbing.stop_signals import StopSignals
@@ -81,12 +82,6 @@ def torchrun(log_dir, *args, timeout=240):
         return run.wait(timeout)
 
 
-def one_process(*args):
-    environment = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=environment, capture_output=True,
-                          text=True, timeout=240)
-
-
 STEP_CASES = ('resnet18_frozen_normalize', 'vit_tiny_patch16_224_normalize',
               'resnet18_frozen_normalize:quadruplet_obd_sd', 'resnet18_frozen_normalize:proxynca_obd_sd')
 """The networks and losses of the one-step comparison: quadruplet mines its triplets and draws its fourth samples
@@ -96,8 +91,7 @@ STEP_CASES = ('resnet18_frozen_normalize', 'vit_tiny_patch16_224_normalize',
 @pytest.mark.slow
 def test_two_processes_take_the_one_process_step(make_cub200, tmp_path):
     data = make_cub200(n_classes=8, per_class=2)
-    result = one_process(WORKER, 'step', data, tmp_path / 'alone', *STEP_CASES)
-    assert result.returncode == 0, result.stderr[-3000:]
+    distributed_worker.step(str(data), str(tmp_path / 'alone'), STEP_CASES)  # one process: this one
     run = torchrun(tmp_path / 'torchrun', WORKER, 'step', data, tmp_path / 'pair', *STEP_CASES)
     assert run.returncode == 0, run.report()
     for case in STEP_CASES:

@@ -289,12 +289,13 @@ def wait_for_the_first_trial_run(process, save_path):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_does_not_block_the_study_its_trial_runs_again(source, tmp_path):
+def test_a_killed_worker_does_not_block_the_study_its_trial_runs_again(source, tmp_path, capsys, monkeypatch):
     killed = search(source, tmp_path, '--n_trials', '1')
     wait_for_the_first_trial_run(killed, tmp_path)
     os.killpg(killed.pid, signal.SIGKILL)  # the worker and its run, as a node failure
     killed.wait()
-    out = finished(search(source, tmp_path, '--n_trials', '1'))
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+    out = search_here(capsys, source, tmp_path, '--n_trials', '1')
     assert 'trial 0 was left running by a worker that stopped: failed, its parameters queued again' in out
     _, study = load(tmp_path)
     (retried,) = [trial for trial in study.trials if trial.user_attrs.get('retry_of') == 0]
@@ -367,7 +368,8 @@ def test_final_runs_that_main_would_refuse_are_refused_before_the_search(source,
 
 
 @pytest.mark.slow
-def test_relative_paths_mean_what_they_meant_where_the_search_was_started(make_image_folder, tmp_path):
+def test_relative_paths_mean_what_they_meant_where_the_search_was_started(make_image_folder, tmp_path, capsys,
+                                                                          monkeypatch):
     images = make_image_folder({'train': {f'c{k}': 4 for k in range(4)}, 'test': {'t0': 4, 't1': 4}})
     work = tmp_path / 'work'
     shutil.copytree(images, work / 'fds')
@@ -380,12 +382,14 @@ def test_relative_paths_mean_what_they_meant_where_the_search_was_started(make_i
              '--arch', TINY_ARCH, '--not_pretrained', '--image_size', '32', '--bs', '8',
              '--samples_per_class', '4', '--n_epochs', '1', '--kernels', '0', '--embed_dim', '16',
              '--tv_split_perc', '0.5', '--space', 'lr=log:1e-4:1e-3', '--n_trials', '1', '--final_runs', '0']
-    process = subprocess.run([sys.executable, os.path.join(ROOT, 'Hyperparameter_Search.py'), *flags], cwd=work,
-                             capture_output=True, text=True, timeout=600, env={**os.environ, 'WANDB_MODE': 'disabled'})
-    assert process.returncode == 0, process.stdout + process.stderr
+    monkeypatch.chdir(work)  # where the search starts; its trials and final runs start in the repository
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+    code = run_entry_point('Hyperparameter_Search', *flags)
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
     folder = work / 'runs' / 'hyperparameter_search' / 'folder_search'
     study = optuna.load_study(study_name='folder_search', storage=storage_of(None, str(folder)))
-    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE], process.stdout
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE], out
     final = read_summary(folder / 'folder' / 'folder_search_final_s0')
     assert final['sessions'][0]['split_sizes'] == {'training': 16, 'testing': 8}
     assert ['e_recall@1' in entry for entry in final['history']] == [True]
