@@ -13,7 +13,7 @@ import datasets
 import evaluation
 import parameters
 from authors_checkpoint import authors_state_dict
-from runs import TINY_ARCH, run_entry_point, run_main, run_script, tiny_run_flags
+from runs import TINY_ARCH, run_entry_point, run_main, tiny_run_flags
 from run_folder.checkpoint import load_weights
 
 PAPER_ARGS = ['--dataset', 'cub200', '--arch', 'resnet50_normalize_frozen_double', '--embed_dim', '128', '--PSD',
@@ -45,15 +45,17 @@ def reference_metrics(path, source, arch, metric_names):
 
 
 @pytest.mark.slow
-def test_paper_evaluation_command_on_authors_checkpoints(make_cub200, tmp_path):
+def test_paper_evaluation_command_on_authors_checkpoints(make_cub200, tmp_path, capsys):
     data = make_cub200(n_classes=6, per_class=4)
     paths = write_authors_checkpoints(tmp_path / 'Training_Results', 'OBDSD_d128', 'cub200')
     out = tmp_path / 'results.json'
-    result = run_script('Test_pretrained_models.py', *PAPER_ARGS, '--source', data, '--kernels', '0',
-                        '--checkpoint_root', tmp_path / 'Training_Results', '--out', out, '--plots', tmp_path / 'plots')
-    assert result.returncode == 0, result.stderr[-2000:]
-    recall = float(re.search(r'^Recall@1: ([0-9.]+)$', result.stdout, re.M).group(1))
-    nmi = float(re.search(r'^NMI: ([0-9.]+)$', result.stdout, re.M).group(1))
+    code = run_entry_point('Test_pretrained_models', *PAPER_ARGS, '--source', data, '--kernels', '0',
+                           '--checkpoint_root', tmp_path / 'Training_Results', '--out', out, '--plots',
+                           tmp_path / 'plots')
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    recall = float(re.search(r'^Recall@1: ([0-9.]+)$', printed.out, re.M).group(1))
+    nmi = float(re.search(r'^NMI: ([0-9.]+)$', printed.out, re.M).group(1))
     metric_names = ['e_recall@1', 'e_recall@2', 'e_recall@4', 'e_recall@8', 'nmi', 'f1', 'mAP@R']
     expected_recall = reference_metrics(paths['Recall'], data, PAPER_ARGS[3], metric_names)
     expected_nmi = reference_metrics(paths['NMI'], data, PAPER_ARGS[3], metric_names)
@@ -61,7 +63,7 @@ def test_paper_evaluation_command_on_authors_checkpoints(make_cub200, tmp_path):
     written = json.loads(out.read_text())['results']
     assert written['Recall']['metrics'] == expected_recall
     assert written['NMI']['checkpoint'] == str(paths['NMI'])
-    assert 'mAP@R' in result.stdout and 'f1' in result.stdout
+    assert 'mAP@R' in printed.out and 'f1' in printed.out
     for name in ('Recall_retrieval.png', 'Recall_tsne.png', 'NMI_retrieval.png', 'NMI_tsne.png'):
         pixels = np.asarray(Image.open(tmp_path / 'plots' / name).convert('RGB'))
         assert min(pixels.shape[:2]) > 200 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, name
