@@ -207,18 +207,21 @@ def test_trial_lines_and_the_trial_table_say_what_happened(tmp_path):
     assert (tmp_path / 'param_importances.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def search_flags(source, save_path, *extra):
+    """The search of these tests: the base run, kd_lambda and diffusion_w searched."""
+    return [*base_flags(source, save_path), '--space', 'kd_lambda=log:10:200', 'diffusion_w=0.5:0.999', *extra]
+
+
 def search(source, save_path, *extra, env=None):
     """Hyperparameter_Search.py as a user runs it (a process of its own)."""
-    command = [sys.executable, os.path.join(ROOT, 'Hyperparameter_Search.py'), *base_flags(source, save_path),
-               '--space', 'kd_lambda=log:10:200', 'diffusion_w=0.5:0.999', *extra]
+    command = [sys.executable, os.path.join(ROOT, 'Hyperparameter_Search.py'), *search_flags(source, save_path, *extra)]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, 'WANDB_MODE': 'disabled', **(env or {})}, start_new_session=True)
 
 
 def search_here(capsys, source, save_path, *extra):
     """Hyperparameter_Search.py's main in this process (its trials are processes all the same): its stdout."""
-    code = run_entry_point('Hyperparameter_Search', *base_flags(source, save_path), '--space', 'kd_lambda=log:10:200',
-                           'diffusion_w=0.5:0.999', *extra)
+    code = run_entry_point('Hyperparameter_Search', *search_flags(source, save_path, *extra))
     out, err = capsys.readouterr()
     assert code == 0, err
     return out
