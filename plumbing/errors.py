@@ -27,8 +27,16 @@ def exit_code(main):
     their loaders then, instead of multiprocessing waiting for them at exit for ever.
     """
     code = _run(main)
-    gc.collect()  # a loader in a reference cycle with the failed frames is freed only by the collector
+    if _child_processes_alive():
+        gc.collect()  # a loader in a reference cycle with the failed frames is freed only by the collector
     return code
+
+
+def _child_processes_alive():
+    """Whether processes started by multiprocessing (a loader's workers) are running; the collector, which takes a
+    fifth of a second in a large process, is run only then. Never imports multiprocessing itself."""
+    multiprocessing = sys.modules.get('multiprocessing')
+    return multiprocessing is not None and bool(multiprocessing.active_children())
 
 
 def _run(main):

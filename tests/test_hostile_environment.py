@@ -2,6 +2,7 @@
 unwritable caches, `~` in paths, umasks. Each gives a one-line error or the right behaviour."""
 import errno
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -335,3 +336,33 @@ def test_exit_code_of_a_script(raised, code, stderr, capsys):
 
     assert exit_code(main) == code
     assert capsys.readouterr().err.rstrip('\n').endswith(stderr.rstrip('\n'))
+
+
+
+class Workers:
+    """A loader's workers, as far as exit_code is concerned: child processes stopped when their owner is freed."""
+
+    def __init__(self):
+        self.process = multiprocessing.Process(target=time.sleep, args=(120,), daemon=True)
+        self.process.start()
+
+    def __del__(self):
+        self.process.terminate()
+        self.process.join()
+
+
+def test_a_failed_main_leaves_no_loader_workers_behind(capsys):
+    """The loader of a failed main() can sit in a reference cycle, which only the collector frees: exit_code runs it
+    when child processes are alive, so they are stopped before the script exits (the end-to-end case with a real
+    loader: test_a_bug_during_training_with_workers_exits_with_its_traceback_instead_of_hanging)."""
+    from plumbing.errors import exit_code
+
+    def main():
+        held = {'workers': Workers()}
+        held['self'] = held
+        raise RuntimeError('bug')
+
+    assert multiprocessing.active_children() == []
+    assert exit_code(main) == 1
+    assert multiprocessing.active_children() == [], 'the failed main\'s workers outlived it'
+    assert capsys.readouterr().err.rstrip().endswith('RuntimeError: bug')
