@@ -106,16 +106,20 @@ def neighbour_grid(rows, title, tile=96):
 
 def save_retrieval_grid(path, features, labels, image_paths, class_names=None, **options):
     """Write retrieval_grid(...) as a PNG at `path` (atomically)."""
-    buffer = io.BytesIO()
-    retrieval_grid(features, labels, image_paths, class_names, **options).save(buffer, format='PNG')
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return save_png(path, retrieval_grid(features, labels, image_paths, class_names, **options))
 
 
 def save_neighbour_grid(path, rows, title, tile=96):
     """Write neighbour_grid(rows, title, tile) as a PNG at `path` (atomically)."""
+    return save_png(path, neighbour_grid(rows, title, tile))
+
+
+def save_png(path, image):
+    """Write the PIL `image` as a PNG at `path` atomically. zlib level 3 instead of PIL's 6: the same pixels, written in
+    a third of the time (a grid of photographs is a megapixel; main.py writes one whenever the best recall improves)
+    for a file about a seventh larger."""
     buffer = io.BytesIO()
-    neighbour_grid(rows, title, tile).save(buffer, format='PNG')
+    image.save(buffer, format='PNG', compress_level=3)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
