@@ -4,9 +4,10 @@
                        single training step at epoch 1 (the teacher term on); rank 0 saves the loss terms and the
                        weights and loss parameters before and after into OUT.<CASE>, every rank its loss and loss
                        parameters after into OUT.<CASE>.rank<r>
-    shards LENGTH OUT  ShardSampler + gather_shards over a dataset of LENGTH items; rank 0 saves what it gathered
-    evaluate SOURCE OUT  main.evaluate of an untrained network on the In-Shop folder SOURCE (query and gallery
-                       embedded in shards); rank 0 saves the metrics and the gathered embeddings into OUT (npz)
+    evaluate SOURCE OUT LENGTH  main.evaluate of an untrained network on the In-Shop folder SOURCE (query and gallery
+                       embedded in shards): rank 0 saves the metrics and the gathered embeddings into OUT (npz); then,
+                       in the same process group, ShardSampler + gather_shards over a dataset of LENGTH items: rank 0
+                       saves what it gathered into OUT.shards.npz
 """
 import json
 import os
@@ -89,17 +90,17 @@ def learned(criterion):
 
 
 def shards(length, out):
-    distributed.init('gloo', [0], 2, 1, 1)
+    """In the process group that evaluate() joined."""
     sampler = distributed.ShardSampler(length, distributed.world_size(), distributed.rank())
     indices = np.array(list(sampler), dtype=np.int64)
     features = np.stack([indices * 10.0, indices * 10.0 + 1], axis=1).astype(np.float32)
     gathered = distributed.gather_shards(features, length), distributed.gather_shards(indices, length)
     if distributed.is_main():
         np.savez(out, features=gathered[0], indices=gathered[1])
-    distributed.teardown()
 
 
 def evaluate(source, out):
+    """The evaluation; under torchrun the process group stays joined (for shards())."""
     flags = tiny_run_flags(source, os.path.dirname(out), **{'--dataset': 'inshop', '--dist_backend': 'gloo',
                                                             '--arch': 'resnet18_frozen_normalize'})
     opt = parameters.parse_args(flags)
@@ -113,14 +114,13 @@ def evaluate(source, out):
         metrics.pop('eval_time_s')
         np.savez(out, metrics=json.dumps(metrics), **{f'{part}_{i}': array for part, arrays in embedded.items()
                                                       for i, array in enumerate(arrays)})
-    distributed.teardown()
 
 
 if __name__ == '__main__':
-    command, argument, out, *archs = sys.argv[1:]
+    command, argument, out, *rest = sys.argv[1:]
     if command == 'step':
-        step(argument, out, archs)
-    elif command == 'evaluate':
+        step(argument, out, rest)
+    else:  # one torchrun for both checks of sharding: its start-up is the slow part
         evaluate(argument, out)
-    else:
-        shards(int(argument), out)
+        shards(int(rest[0]), f'{out}.shards.npz')
+        distributed.teardown()

@@ -120,25 +120,13 @@ def test_two_processes_take_the_one_process_step(make_cub200, tmp_path):
 
 
 @pytest.mark.slow
-def test_sharded_evaluation_gathers_every_sample_once_in_order(tmp_path):
-    out = tmp_path / 'shards.npz'
-    run = torchrun(tmp_path / 'torchrun', WORKER, 'shards', 7, out)  # 4 + 3 items: rank 1's shard is padded
-    assert run.returncode == 0, run.report()
-    gathered = np.load(out)
-    np.testing.assert_array_equal(gathered['indices'], np.arange(7))
-    np.testing.assert_array_equal(gathered['features'], np.stack([np.arange(7) * 10.0, np.arange(7) * 10.0 + 1], 1))
-
-
-@pytest.mark.slow
-def test_two_processes_evaluate_query_and_gallery_as_one(make_inshop, tmp_path):
+def test_two_processes_evaluate_query_and_gallery_as_one_and_gather_every_sample_once_in_order(make_inshop, tmp_path):
     import json
-
-    import distributed_worker
 
     data = make_inshop(n_train_items=2, n_eval_items=4, query_per_item=2, gallery_per_item=3)  # 8 and 12: padded
     alone, pair = tmp_path / 'alone.npz', tmp_path / 'pair.npz'
     distributed_worker.evaluate(str(data), str(alone))  # one process: this one
-    run = torchrun(tmp_path / 'torchrun', WORKER, 'evaluate', data, pair)
+    run = torchrun(tmp_path / 'torchrun', WORKER, 'evaluate', data, pair, 7)  # 4 + 3 items: rank 1's shard is padded
     assert run.returncode == 0, run.report()
     alone, pair = np.load(alone), np.load(pair)
     assert sorted(alone.files) == ['gallery_0', 'gallery_1', 'metrics', 'query_0', 'query_1']
@@ -150,6 +138,10 @@ def test_two_processes_evaluate_query_and_gallery_as_one(make_inshop, tmp_path):
     assert set(metrics) == {'e_recall@1', 'e_recall@10', 'e_recall@20', 'e_recall@30', 'e_recall@40', 'e_recall@50',
                             'mAP@R'}
     assert json.loads(str(pair['metrics'])) == pytest.approx(metrics)
+
+    gathered = np.load(tmp_path / 'pair.npz.shards.npz')
+    np.testing.assert_array_equal(gathered['indices'], np.arange(7))
+    np.testing.assert_array_equal(gathered['features'], np.stack([np.arange(7) * 10.0, np.arange(7) * 10.0 + 1], 1))
 
 
 @pytest.mark.parametrize('main_process', [True, False])
