@@ -272,9 +272,11 @@ def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and
 
 
 @pytest.mark.slow
-def test_two_searches_at_once_share_one_study_without_losing_a_trial(source, tmp_path):
-    first, second = search(source, tmp_path, '--n_trials', '1'), search(source, tmp_path, '--n_trials', '1')
-    finished(first), finished(second)
+def test_two_searches_at_once_share_one_study_without_losing_a_trial(source, tmp_path, capsys, monkeypatch):
+    other = search(source, tmp_path, '--n_trials', '1')  # a process of its own, and meanwhile one in this process
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+    search_here(capsys, source, tmp_path, '--n_trials', '1')
+    finished(other)
     _, study = load(tmp_path)
     assert sorted(trial.number for trial in study.trials) == [0, 1]
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 2
