@@ -13,6 +13,8 @@ def setup_logging(folder=None, quiet=False):
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format='%(asctime)s %(levelname)s %(message)s',
                         datefmt='%H:%M:%S', handlers=handlers, force=True)
+    # faiss says at INFO which of its CPU builds it loads (8 lines); imported lazily, it says so after this set-up
+    logging.getLogger('faiss').setLevel(logging.WARNING)
 
 
 def epoch_line(entry):

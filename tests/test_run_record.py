@@ -112,3 +112,18 @@ def test_git_commit_is_none_outside_a_checkout(tmp_path):
     assert git_commit(str(tmp_path)) is None
     commit = git_commit()
     assert commit is None or len(commit.removesuffix('-dirty')) == 40
+
+
+def test_the_log_keeps_faiss_loading_messages_out_and_its_warnings_in(tmp_path):
+    """faiss, imported at its first use (after the log is set up), says at INFO which CPU build it loads: not in a
+    run's log; a warning of faiss's is."""
+    from reporting.logs import setup_logging
+
+    setup_logging(tmp_path)
+    logging.getLogger('faiss.loader').info('Loading faiss with AVX2 support.')
+    logging.getLogger('faiss.loader').warning('a warning of faiss')
+    logging.getLogger('main').info('command: python main.py')
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    assert [line.split(' ', 2)[2] for line in (tmp_path / 'log.txt').read_text().splitlines()] == [
+        'a warning of faiss', 'command: python main.py']
