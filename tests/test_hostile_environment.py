@@ -338,7 +338,6 @@ def test_exit_code_of_a_script(raised, code, stderr, capsys):
     assert capsys.readouterr().err.rstrip('\n').endswith(stderr.rstrip('\n'))
 
 
-
 class Workers:
     """A loader's workers, as far as exit_code is concerned: child processes stopped when their owner is freed."""
 
