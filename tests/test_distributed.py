@@ -178,13 +178,18 @@ def test_shards_cover_a_dataset_once():
     assert [len(distributed.ShardSampler(10, 3, rank)) for rank in range(3)] == [4, 3, 3]
 
 
+def digits_run(tmp_path, epochs):
+    """main.py's arguments for an OBD-SD digits run of `epochs` into tmp_path/runs: --bs 96 makes 9 steps an epoch
+    instead of the demo's 28, each one all-reduce of the gradients between the processes (with the demo's ResNet18,
+    11M of them, most of a test's time: the tiny network instead)."""
+    return ['main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', epochs, '--arch', TINY_ARCH,
+            '--not_pretrained', '--bs', 96, '--image_size', 16, '--embed_dim', 16, '--source', tmp_path / 'data',
+            '--save_path', tmp_path / 'runs']
+
+
 @pytest.mark.slow
 def test_two_process_digits_run_writes_one_complete_run_folder(tmp_path):
-    # --bs 96: 9 steps an epoch instead of the demo's 28, each one all-reduce of the gradients between the processes
-    # (with the demo's ResNet18, 11M of them, most of this test's time: the tiny network instead)
-    run = torchrun(tmp_path / 'torchrun', 'main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 2,
-                   '--arch', TINY_ARCH, '--not_pretrained', '--bs', 96, '--image_size', 16, '--embed_dim', 16,
-                   '--source', tmp_path / 'data', '--save_path', tmp_path / 'runs')
+    run = torchrun(tmp_path / 'torchrun', *digits_run(tmp_path, epochs=2))
     assert run.returncode == 0, run.report()
     folders = os.listdir(tmp_path / 'runs' / 'digits')
     assert folders == ['run'], run.report()
@@ -243,11 +248,8 @@ def worker_of_rank(launcher, rank):
 @pytest.mark.skipif(not os.path.isdir('/proc'), reason='finds the worker processes in /proc')
 @pytest.mark.slow
 def test_sigterm_to_one_rank_stops_both_and_the_run_resumes(tmp_path):
-    args = ['main.py', '--dataset', 'digits', '--PSD', '--OBDP', '--n_epochs', 3, '--arch', TINY_ARCH,
-            '--not_pretrained', '--bs', 96, '--image_size', 16, '--embed_dim', 16, '--source', tmp_path / 'data',
-            '--save_path', tmp_path / 'runs']  # --bs 96: 9 steps
     folder = tmp_path / 'runs' / 'digits' / 'run'
-    with Torchrun(tmp_path / 'torchrun', *args) as run:
+    with Torchrun(tmp_path / 'torchrun', *digits_run(tmp_path, epochs=3)) as run:
         deadline = time.time() + 180
         while not (folder / 'last.pth').exists():  # epoch 0 is done: the signal comes in epoch 1
             assert run.launcher.poll() is None and time.time() < deadline, run.report()

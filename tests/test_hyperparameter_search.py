@@ -28,6 +28,12 @@ from tuning.trial_run import RunFailed, RunStopped, run_watched
 ACTIONS = flag_actions(parameters.build_parser())
 
 
+@pytest.fixture(autouse=True)
+def wandb_disabled(monkeypatch):
+    """No W&B for the searches and trials these tests run in this process (search() sets it for its own)."""
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+
+
 def test_a_space_names_flags_and_the_ranges_optuna_samples_them_from():
     dimensions = parse_space(['kd_lambda=log:10:200', 'diffusion_w=0.5:0.999', 'n_epochs=2:4', 'embed_dim=8:64',
                               'optim=choice:adam,adamw', 'OBDP=choice:true,false', 'tau=choice:3,5'], ACTIONS, set())
@@ -239,9 +245,7 @@ def load(save_path, name='cub200_search'):
 
 
 @pytest.mark.slow
-def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and_final_runs(source, tmp_path, capsys,
-                                                                                           monkeypatch):
-    monkeypatch.setenv('WANDB_MODE', 'disabled')
+def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and_final_runs(source, tmp_path, capsys):
     out = search_here(capsys, source, tmp_path, '--use_tv_split', '--n_trials', '2')
     folder, study = load(tmp_path)
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 2
@@ -272,9 +276,8 @@ def test_a_search_trains_on_validation_only_resumes_and_ends_with_its_report_and
 
 
 @pytest.mark.slow
-def test_two_searches_at_once_share_one_study_without_losing_a_trial(source, tmp_path, capsys, monkeypatch):
+def test_two_searches_at_once_share_one_study_without_losing_a_trial(source, tmp_path, capsys):
     other = search(source, tmp_path, '--n_trials', '1')  # a process of its own, and meanwhile one in this process
-    monkeypatch.setenv('WANDB_MODE', 'disabled')
     search_here(capsys, source, tmp_path, '--n_trials', '1')
     finished(other)
     _, study = load(tmp_path)
@@ -294,12 +297,11 @@ def wait_for_the_first_trial_run(process, save_path):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_does_not_block_the_study_its_trial_runs_again(source, tmp_path, capsys, monkeypatch):
+def test_a_killed_worker_does_not_block_the_study_its_trial_runs_again(source, tmp_path, capsys):
     killed = search(source, tmp_path, '--n_trials', '1')
     wait_for_the_first_trial_run(killed, tmp_path)
     os.killpg(killed.pid, signal.SIGKILL)  # the worker and its run, as a node failure
     killed.wait()
-    monkeypatch.setenv('WANDB_MODE', 'disabled')
     out = search_here(capsys, source, tmp_path, '--n_trials', '1')
     assert 'trial 0 was left running by a worker that stopped: failed, its parameters queued again' in out
     _, study = load(tmp_path)
@@ -388,7 +390,6 @@ def test_relative_paths_mean_what_they_meant_where_the_search_was_started(make_i
              '--samples_per_class', '4', '--n_epochs', '1', '--kernels', '0', '--embed_dim', '16',
              '--tv_split_perc', '0.5', '--space', 'lr=log:1e-4:1e-3', '--n_trials', '1', '--final_runs', '0']
     monkeypatch.chdir(work)  # where the search starts; its trials and final runs start in the repository
-    monkeypatch.setenv('WANDB_MODE', 'disabled')
     code = run_entry_point('Hyperparameter_Search', *flags)
     out, err = capsys.readouterr()
     assert code == 0, out + err
